@@ -1,0 +1,181 @@
+#ifndef MOONGATE_CLUA_SHIM_H
+#define MOONGATE_CLUA_SHIM_H
+
+// The Lua C API as Swift sees it. Lua spells much of its API as macros, which Swift cannot import,
+// so each one Moongate uses is wrapped here in a `static inline` function (a system library compiles
+// no C of its own). Everything that may raise a Lua error (a longjmp) on Moongate's behalf lives in
+// C too, so that no longjmp ever crosses a Swift frame.
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <lua-cjson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const int MOONGATE_LUA_OK = LUA_OK;
+static const int MOONGATE_LUA_MULTRET = LUA_MULTRET;
+
+static inline int moongate_registryindex(void) { return LUA_REGISTRYINDEX; }
+static inline int moongate_upvalueindex(int i) { return lua_upvalueindex(i); }
+static inline void moongate_pop(lua_State *L, int n) { lua_pop(L, n); }
+static inline void moongate_newtable(lua_State *L) { lua_newtable(L); }
+static inline void moongate_insert(lua_State *L, int idx) { lua_insert(L, idx); }
+static inline void moongate_remove(lua_State *L, int idx) { lua_remove(L, idx); }
+static inline int moongate_pcall(lua_State *L, int nargs, int nresults, int msgh) {
+    return lua_pcall(L, nargs, nresults, msgh);
+}
+static inline const char *moongate_tolstring(lua_State *L, int idx, size_t *len) {
+    return lua_tolstring(L, idx, len);
+}
+static inline lua_Number moongate_tonumber(lua_State *L, int idx, int *isnum) {
+    return lua_tonumberx(L, idx, isnum);
+}
+static inline lua_Integer moongate_tointeger(lua_State *L, int idx, int *isnum) {
+    return lua_tointegerx(L, idx, isnum);
+}
+static inline void moongate_pushcfunction(lua_State *L, lua_CFunction fn) { lua_pushcfunction(L, fn); }
+
+// The per-state pointer-sized extra space holds the host's context object (unretained).
+static inline void moongate_set_context(lua_State *L, void *context) {
+    memcpy(lua_getextraspace(L), &context, sizeof(void *));
+}
+static inline void *moongate_get_context(lua_State *L) {
+    void *context;
+    memcpy(&context, lua_getextraspace(L), sizeof(void *));
+    return context;
+}
+
+// Swift functions callable from Lua. A Swift function returns the number of results it pushed, or
+// -1 with an error message on top of the stack; the trampoline then raises the error, in C, blamed
+// on the Lua caller's file and line.
+typedef int (*moongate_swift_function)(lua_State *L);
+
+static inline int moongate_call_swift(lua_State *L) {
+    moongate_swift_function fn = (moongate_swift_function)lua_touserdata(L, lua_upvalueindex(1));
+    int results = fn(L);
+    if (results < 0) {
+        luaL_where(L, 1);
+        lua_insert(L, -2);
+        lua_concat(L, 2);
+        return lua_error(L);
+    }
+    return results;
+}
+
+static inline void moongate_push_swift_function(lua_State *L, moongate_swift_function fn) {
+    lua_pushlightuserdata(L, (void *)fn);
+    lua_pushcclosure(L, moongate_call_swift, 1);
+}
+
+// Message handler for every protected call the host makes: returns a table
+// { message = ..., source = "file", line = n, traceback = "..." }, blaming the innermost Lua frame
+// (as Redis does) so errors raised from C still name the script line that caused them.
+static inline int moongate_message_handler(lua_State *L) {
+    const char *message = lua_tostring(L, 1);
+    if (message == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+            message = lua_tostring(L, -1);
+        } else {
+            message = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        }
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        lua_getinfo(L, "Sl", &ar);
+        if (ar.currentline > 0) {
+            lua_pushstring(L, ar.short_src);
+            lua_setfield(L, -2, "source");
+            lua_pushinteger(L, ar.currentline);
+            lua_setfield(L, -2, "line");
+            break;
+        }
+    }
+    luaL_traceback(L, L, NULL, 1);
+    lua_setfield(L, -2, "traceback");
+    return 1;
+}
+
+// Instruction budget. Once a call has run `count` VM instructions the hook raises an error, and then
+// re-arms itself to fire on every instruction, so a script's own pcall cannot swallow the error and
+// carry on looping (the technique Redis uses for busy scripts).
+static inline void moongate_budget_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "instruction budget exceeded");
+}
+
+static inline void moongate_set_budget(lua_State *L, int count) {
+    if (count > 0) {
+        lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, count);
+    } else {
+        lua_sethook(L, NULL, 0, 0);
+    }
+}
+
+// Memory cap: an allocator that refuses to grow a state past `limit` bytes makes Lua raise a
+// memory error in the script instead of exhausting the host.
+typedef struct {
+    size_t used;
+    size_t limit;
+} moongate_allocation;
+
+static inline void *moongate_allocate(void *ud, void *ptr, size_t osize, size_t nsize) {
+    moongate_allocation *allocation = (moongate_allocation *)ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        allocation->used -= old;
+        return NULL;
+    }
+    if (allocation->limit > 0 && nsize > old && allocation->used - old + nsize > allocation->limit) {
+        return NULL;
+    }
+    void *grown = realloc(ptr, nsize);
+    if (grown != NULL) {
+        allocation->used = allocation->used - old + nsize;
+    }
+    return grown;
+}
+
+static inline lua_State *moongate_newstate(moongate_allocation *allocation) {
+    lua_State *L = lua_newstate(moongate_allocate, allocation);
+    if (L != NULL) {
+        lua_atpanic(L, NULL);
+    }
+    return L;
+}
+
+// The deliberate standard library: no io, no package/require, no debug for scripts, and os reduced
+// to time-keeping. The `debug` table is handed to the host prelude only, which keeps what it needs.
+static inline void moongate_open_sandboxed_libraries(lua_State *L) {
+    static const luaL_Reg global_libraries[] = {
+        { LUA_GNAME, luaopen_base }, { LUA_TABLIBNAME, luaopen_table }, { LUA_STRLIBNAME, luaopen_string },
+        { LUA_MATHLIBNAME, luaopen_math }, { LUA_UTF8LIBNAME, luaopen_utf8 }, { LUA_COLIBNAME, luaopen_coroutine },
+        { LUA_OSLIBNAME, luaopen_os }, { NULL, NULL },
+    };
+    for (const luaL_Reg *library = global_libraries; library->func != NULL; library++) {
+        luaL_requiref(L, library->name, library->func, 1);
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L); lua_setglobal(L, "dofile");
+    lua_pushnil(L); lua_setglobal(L, "loadfile");
+    lua_getglobal(L, LUA_OSLIBNAME);
+    static const char *const unsafe_os[] = { "exit", "execute", "remove", "rename", "tmpname", "setlocale", NULL };
+    for (const char *const *name = unsafe_os; *name != NULL; name++) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, *name);
+    }
+    lua_pop(L, 1);
+}
+
+// Leaves the cjson and debug modules on the stack, for the host prelude only.
+static inline void moongate_push_host_libraries(lua_State *L) {
+    luaL_requiref(L, "cjson", luaopen_cjson, 0);
+    luaL_requiref(L, LUA_DBLIBNAME, luaopen_debug, 0);
+}
+
+#endif

@@ -1,0 +1,132 @@
+import CLua
+
+/// One Lua 5.4 state with Moongate's sandboxed standard library, a memory cap and an instruction
+/// budget per call. Not thread-safe: a state belongs to exactly one serial executor.
+public final class LuaState {
+    public let pointer: OpaquePointer
+    private let allocation: UnsafeMutablePointer<moongate_allocation>
+    private let memoryLimit: Int
+    /// Instructions one protected call may run before it is stopped; 0 disables the budget.
+    public var instructionBudget: Int32
+    /// Name used for errors that carry no location of their own.
+    public let scriptName: String
+
+    public init(scriptName: String, memoryLimit: Int = 0, instructionBudget: Int32 = 0) throws(ScriptError) {
+        self.scriptName = scriptName
+        self.memoryLimit = memoryLimit
+        self.instructionBudget = instructionBudget
+        self.allocation = .allocate(capacity: 1)
+        self.allocation.initialize(to: moongate_allocation(used: 0, limit: 0))
+        guard let pointer = moongate_newstate(self.allocation) else {
+            self.allocation.deallocate()
+            throw ScriptError(kind: .memory, script: scriptName, line: nil, message: "cannot create a Lua state")
+        }
+        self.pointer = pointer
+        moongate_open_sandboxed_libraries(pointer)
+        self.allocation.pointee.limit = memoryLimit
+    }
+
+    deinit {
+        lua_close(self.pointer)
+        self.allocation.deallocate()
+    }
+
+    /// Bytes the state holds now.
+    public var memoryInUse: Int { self.allocation.pointee.used }
+
+    public var top: Int32 { lua_gettop(self.pointer) }
+
+    public func pop(_ count: Int32 = 1) { moongate_pop(self.pointer, count) }
+
+    /// Stores an unretained pointer that host functions read back with ``context(of:)``.
+    public func setContext(_ context: UnsafeMutableRawPointer?) {
+        moongate_set_context(self.pointer, context)
+    }
+
+    public static func context(of state: OpaquePointer) -> UnsafeMutableRawPointer? {
+        moongate_get_context(state)
+    }
+
+    /// Runs `body` with the memory cap lifted, for pushes the host makes outside a protected call:
+    /// an allocation failure there could not be caught and would abort the process.
+    public func withoutMemoryLimit<Result>(_ body: () throws -> Result) rethrows -> Result {
+        self.allocation.pointee.limit = 0
+        defer { self.allocation.pointee.limit = self.memoryLimit }
+        return try body()
+    }
+
+    /// Compiles `source` (text only: precompiled bytecode is refused) and pushes the chunk.
+    /// `chunkName` is how errors name the file, e.g. `scripts/queue.lua`.
+    public func load(source: [UInt8], chunkName: String) throws(ScriptError) {
+        let status = source.withUnsafeBufferPointer { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { chars in
+                luaL_loadbufferx(self.pointer, chars.baseAddress, chars.count, "@" + chunkName, "t")
+            }
+        }
+        guard status == MOONGATE_LUA_OK else {
+            let message = self.string(at: -1) ?? "cannot compile"
+            self.pop()
+            throw ScriptError.parse(
+                kind: status == LUA_ERRMEM ? .memory : .compile,
+                rawMessage: message,
+                blamedScript: nil,
+                blamedLine: nil,
+                fallbackScript: chunkName
+            )
+        }
+    }
+
+    /// Calls the function below `arguments` values on the stack, under the instruction budget.
+    /// On success `results` values are left on the stack (LUA_MULTRET for all); on failure nothing is.
+    public func call(arguments: Int32, results: Int32) throws(ScriptError) {
+        let functionIndex = self.top - arguments
+        moongate_pushcfunction(self.pointer, moongate_message_handler)
+        moongate_insert(self.pointer, functionIndex)
+        moongate_set_budget(self.pointer, self.instructionBudget)
+        let status = moongate_pcall(self.pointer, arguments, results, functionIndex)
+        moongate_set_budget(self.pointer, 0)
+        if status == MOONGATE_LUA_OK {
+            moongate_remove(self.pointer, functionIndex)
+            return
+        }
+        let error = self.withoutMemoryLimit { self.errorFromStack(status: status) }
+        moongate_pop(self.pointer, 2)  // the error object and the message handler
+        throw error
+    }
+
+    private func errorFromStack(status: Int32) -> ScriptError {
+        let state = self.pointer
+        guard lua_type(state, -1) == LUA_TTABLE else {
+            let message = self.string(at: -1) ?? "error object is not a string"
+            let kind: ScriptError.Kind = status == LUA_ERRMEM ? .memory : .runtime
+            return ScriptError.parse(
+                kind: kind,
+                rawMessage: message,
+                blamedScript: nil,
+                blamedLine: nil,
+                fallbackScript: self.scriptName
+            )
+        }
+        let message = self.stringField("message", ofTableAt: -1) ?? "unknown error"
+        let source = self.stringField("source", ofTableAt: -1)
+        let line = self.integerField("line", ofTableAt: -1).map { Int($0) }
+        let traceback = self.stringField("traceback", ofTableAt: -1)
+        var kind: ScriptError.Kind = .runtime
+        if status == LUA_ERRMEM || message.hasSuffix("not enough memory") {
+            kind = .memory
+        } else if message.hasSuffix("instruction budget exceeded") {
+            kind = .budget
+        }
+        return ScriptError.parse(
+            kind: kind,
+            rawMessage: message,
+            blamedScript: source,
+            blamedLine: line,
+            fallbackScript: self.scriptName,
+            traceback: traceback
+        )
+    }
+}
+
+@available(*, unavailable)
+extension LuaState: Sendable {}

@@ -1,0 +1,95 @@
+import NIOCore
+import NIOWebSocket
+
+/// Frames a script produced during one task on its loop, delivered when the task ends with one hop
+/// per I/O event loop and one flush per touched connection. Per loop, operations keep their order,
+/// so a client sees a `conn:send` before a later broadcast or close from the same callback.
+struct OutboundBatch {
+    enum Operation: Sendable {
+        case send(Connection, WebSocketFrame)
+        /// Writes the initial message (if any), then adds the client to its endpoint's fan-out, so
+        /// it receives every broadcast issued after its initial payload was computed.
+        case join(Connection, initial: WebSocketFrame?)
+        case broadcast(Fanout, WebSocketFrame, pathFilter: String?)
+        case close(Connection, WebSocketErrorCode, reason: String)
+    }
+
+    private var operations: [ObjectIdentifier: (loop: any EventLoop, operations: [Operation])] = [:]
+    private let ioLoops: [any EventLoop]
+
+    init(ioLoops: [any EventLoop]) {
+        self.ioLoops = ioLoops
+    }
+
+    var isEmpty: Bool { self.operations.isEmpty }
+
+    mutating func append(_ operation: Operation) {
+        switch operation {
+        case .send(let connection, _), .join(let connection, _), .close(let connection, _, _):
+            self.append(operation, on: connection.channel.eventLoop)
+        case .broadcast:
+            for loop in self.ioLoops {
+                self.append(operation, on: loop)
+            }
+        }
+    }
+
+    private mutating func append(_ operation: Operation, on loop: any EventLoop) {
+        self.operations[ObjectIdentifier(loop), default: (loop, [])].operations.append(operation)
+    }
+
+    mutating func flush() {
+        guard !self.operations.isEmpty else { return }
+        let batches = self.operations.values
+        self.operations = [:]
+        for (loop, operations) in batches {
+            loop.execute {
+                Self.perform(operations, on: loop)
+            }
+        }
+    }
+
+    private static func perform(_ operations: [Operation], on loop: any EventLoop) {
+        var touched: [UInt64: any Channel] = [:]
+        func write(_ frame: WebSocketFrame, to connection: Connection) {
+            connection.channel.write(frame, promise: nil)
+            touched[connection.id] = connection.channel
+        }
+        for operation in operations {
+            switch operation {
+            case .send(let connection, let frame):
+                write(frame, to: connection)
+            case .join(let connection, let initial):
+                guard connection.channel.isActive else { continue }
+                if let initial {
+                    write(initial, to: connection)
+                }
+                connection.slot.fanout.add(connection)
+            case .broadcast(let fanout, let frame, let pathFilter):
+                fanout.forEachMember(on: loop) { connection in
+                    if pathFilter == nil || connection.path == pathFilter {
+                        write(frame, to: connection)
+                    }
+                }
+            case .close(let connection, let code, let reason):
+                if let channel = touched.removeValue(forKey: connection.id) {
+                    channel.flush()
+                }
+                connection.close(code: code, reason: reason)
+            }
+        }
+        for channel in touched.values {
+            channel.flush()
+        }
+    }
+}
+
+extension WebSocketFrame {
+    static func text(_ text: String) -> WebSocketFrame {
+        WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text))
+    }
+
+    static func binary(_ bytes: ByteBuffer) -> WebSocketFrame {
+        WebSocketFrame(fin: true, opcode: .binary, data: bytes)
+    }
+}

@@ -1,0 +1,40 @@
+import NIOConcurrencyHelpers
+
+/// Which script serves an endpoint right now: swapped on reload, cleared when the endpoint goes.
+struct EndpointBinding: Sendable {
+    let runtime: ScriptRuntime
+    /// 1-based index of the endpoint among those its script declared.
+    let index: Int
+    let spec: EndpointSpec
+}
+
+/// The lasting identity of an endpoint path. It outlives reloads, so connections, their fan-out
+/// membership and the watcher's last value survive a script being replaced.
+final class EndpointSlot: Sendable {
+    let pattern: PathPattern
+    let fanout: Fanout
+    private let state: NIOLockedValueBox<State>
+
+    private struct State {
+        var binding: EndpointBinding?
+        var snapshot: String?
+    }
+
+    init(pattern: PathPattern, fanout: Fanout, binding: EndpointBinding) {
+        self.pattern = pattern
+        self.fanout = fanout
+        self.state = NIOLockedValueBox(State(binding: binding))
+    }
+
+    /// nil once the endpoint has been removed by a reload.
+    var binding: EndpointBinding? {
+        get { self.state.withLockedValue { $0.binding } }
+        set { self.state.withLockedValue { $0.binding = newValue } }
+    }
+
+    /// The watcher's latest value, sent to new clients of an endpoint without `initial`.
+    var snapshot: String? {
+        get { self.state.withLockedValue { $0.snapshot } }
+        set { self.state.withLockedValue { $0.snapshot = newValue } }
+    }
+}

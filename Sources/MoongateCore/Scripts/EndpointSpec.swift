@@ -1,0 +1,54 @@
+/// What a script declared with `endpoint { ... }`, as the host needs it outside Lua.
+public struct EndpointSpec: Sendable, Equatable, Decodable {
+    public var path: String
+    /// `file:line` of the `endpoint` call.
+    public var `where`: String
+    public var initial: Bool
+    public var watchEvery: Double?
+    /// Message types with an `on` handler, space-separated (cjson cannot tell an empty list from `{}`).
+    public var handlers: String?
+    public var onText: Bool
+    public var onBinary: Bool
+    public var pingEvery: Double
+    public var pingTimeout: Double
+    public var heartbeatEvery: Double?
+    public var maxMessageSize: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case path, `where`, initial, handlers
+        case watchEvery = "watch_every"
+        case onText = "on_text"
+        case onBinary = "on_binary"
+        case pingEvery = "ping_every"
+        case pingTimeout = "ping_timeout"
+        case heartbeatEvery = "heartbeat_every"
+        case maxMessageSize = "max_message_size"
+    }
+
+    public var handlerTypes: [String] {
+        self.handlers?.split(separator: " ").map(String.init) ?? []
+    }
+
+    /// One line for `moongate check`.
+    public var summary: String {
+        var parts = [self.path, "(\(self.where))"]
+        if self.initial { parts.append("initial") }
+        if let every = self.watchEvery { parts.append("watch every \(every.formattedSeconds)") }
+        if !self.handlerTypes.isEmpty { parts.append("on: " + self.handlerTypes.joined(separator: ", ")) }
+        if self.onText { parts.append("on_text") }
+        if self.onBinary { parts.append("on_binary") }
+        if let every = self.heartbeatEvery { parts.append("heartbeat every \(every.formattedSeconds)") }
+        parts.append(
+            self.pingEvery > 0
+                ? "ping every \(self.pingEvery.formattedSeconds), timeout \(self.pingTimeout.formattedSeconds)"
+                : "pings off"
+        )
+        return parts.joined(separator: "  ")
+    }
+}
+
+extension Double {
+    var formattedSeconds: String {
+        self == self.rounded() ? "\(Int(self))s" : "\(self)s"
+    }
+}

@@ -1,0 +1,199 @@
+import CLua
+import Foundation
+import LuaBridge
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// The Swift functions behind the prelude's `host` table. Each runs inside a protected call on
+/// the script's loop, returns its result count, or returns `fail(...)` (-1) so that the C
+/// trampoline raises the error: no Lua error ever unwinds through Swift.
+enum HostFunctions {
+    static func register(in lua: LuaState) {
+        lua.setFunctions([
+            ("send", { state in HostFunctions.send(ScriptContext.current(state!)) }),
+            ("close", { state in HostFunctions.close(ScriptContext.current(state!)) }),
+            ("broadcast", { state in HostFunctions.broadcast(ScriptContext.current(state!)) }),
+            ("publish", { state in HostFunctions.publish(ScriptContext.current(state!)) }),
+            ("conn_info", { state in HostFunctions.connectionInfo(ScriptContext.current(state!)) }),
+            ("log", { state in HostFunctions.log(ScriptContext.current(state!)) }),
+            ("timer", { state in HostFunctions.timer(ScriptContext.current(state!)) }),
+            ("cancel", { state in HostFunctions.cancel(ScriptContext.current(state!)) }),
+            ("now", { state in HostFunctions.now(ScriptContext.current(state!)) }),
+            ("env", { state in HostFunctions.env(ScriptContext.current(state!)) }),
+            ("read_file", { state in HostFunctions.readFile(ScriptContext.current(state!)) }),
+            ("file_mtime", { state in HostFunctions.fileModificationTime(ScriptContext.current(state!)) }),
+        ])
+    }
+
+    private static func fail(_ context: ScriptContext, _ message: String) -> Int32 {
+        context.lua.push(message)
+        return -1
+    }
+
+    private static func payload(_ lua: LuaState, at index: Int32) -> ByteBuffer? {
+        lua.withBytes(at: index) { ByteBuffer(bytes: $0) }
+    }
+
+    /// host.send(conn_id, payload, is_binary) -> delivered
+    private static func send(_ context: ScriptContext) -> Int32 {
+        let lua = context.lua
+        guard let id = lua.integer(at: 1), let payload = payload(lua, at: 2) else {
+            return fail(context, "send expects a connection and a payload")
+        }
+        guard let connection = context.services.connections[UInt64(id)] else {
+            lua.push(false)
+            return 1
+        }
+        let opcode: WebSocketOpcode = lua.bool(at: 3) ? .binary : .text
+        context.batch.append(.send(connection, WebSocketFrame(fin: true, opcode: opcode, data: payload)))
+        lua.push(true)
+        return 1
+    }
+
+    /// host.close(conn_id, code, reason)
+    private static func close(_ context: ScriptContext) -> Int32 {
+        let lua = context.lua
+        guard let id = lua.integer(at: 1), let code = lua.integer(at: 2) else {
+            return fail(context, "close expects a connection and a close code")
+        }
+        guard CloseCode.isValidToSend(code) else {
+            return fail(context, "close code \(code) is not one a server may send (1000-1003, 1007-1014, 3000-4999)")
+        }
+        let reason = lua.string(at: 3) ?? ""
+        guard reason.utf8.count <= 123 else {
+            return fail(context, "close reason is longer than 123 bytes")
+        }
+        if let connection = context.services.connections[UInt64(id)] {
+            context.batch.append(.close(connection, WebSocketErrorCode(codeNumber: code), reason: reason))
+        }
+        return 0
+    }
+
+    /// host.broadcast(endpoint_index, payload)
+    private static func broadcast(_ context: ScriptContext) -> Int32 {
+        let lua = context.lua
+        guard let index = lua.integer(at: 1), let payload = payload(lua, at: 2) else {
+            return fail(context, "broadcast expects a message")
+        }
+        guard let slot = context.slot(at: index) else {
+            return fail(context, "broadcast is not available while the script is loading")
+        }
+        context.batch.append(.broadcast(slot.fanout, WebSocketFrame(fin: true, opcode: .text, data: payload), pathFilter: nil))
+        return 0
+    }
+
+    /// host.publish(path, payload) -> number of endpoints it reached
+    private static func publish(_ context: ScriptContext) -> Int32 {
+        let lua = context.lua
+        guard let path = lua.string(at: 1), let payload = payload(lua, at: 2) else {
+            return fail(context, "publish expects a path and a message")
+        }
+        let targets = context.services.endpoints.publishTargets(for: path)
+        let frame = WebSocketFrame(fin: true, opcode: .text, data: payload)
+        for target in targets {
+            context.batch.append(.broadcast(target.slot.fanout, frame, pathFilter: target.pathFilter))
+        }
+        lua.push(targets.count)
+        return 1
+    }
+
+    /// host.conn_info(conn_id, key): params, query, headers, path or remote; nil once gone.
+    private static func connectionInfo(_ context: ScriptContext) -> Int32 {
+        let lua = context.lua
+        guard let id = lua.integer(at: 1), let key = lua.string(at: 2) else {
+            return fail(context, "conn_info expects a connection and a key")
+        }
+        guard let connection = context.services.connections[UInt64(id)] else {
+            lua.pushNil()
+            return 1
+        }
+        switch key {
+        case "params": lua.push(connection.params)
+        case "query": lua.push(connection.query)
+        case "headers": lua.push(connection.headers)
+        case "path": lua.push(connection.path)
+        case "remote": lua.push(connection.remoteAddress)
+        default: lua.pushNil()
+        }
+        return 1
+    }
+
+    /// host.log(level, message, where)
+    private static func log(_ context: ScriptContext) -> Int32 {
+        let lua = context.lua
+        let levels: [Logger.Level] = [.debug, .info, .warning, .error]
+        let level = levels[min(max(lua.integer(at: 1) ?? 1, 0), levels.count - 1)]
+        let message = lua.string(at: 2) ?? ""
+        let location = lua.string(at: 3) ?? context.file.displayName
+        context.logger.log(level: level, "\(location): \(message)")
+        return 0
+    }
+
+    /// host.timer(timer_id, seconds, repeats)
+    private static func timer(_ context: ScriptContext) -> Int32 {
+        let lua = context.lua
+        guard let id = lua.integer(at: 1), let seconds = lua.number(at: 2) else {
+            return fail(context, "timer expects an id and seconds")
+        }
+        context.startTimer(id: id, seconds: seconds, repeats: lua.bool(at: 3))
+        return 0
+    }
+
+    /// host.cancel(timer_id)
+    private static func cancel(_ context: ScriptContext) -> Int32 {
+        if let id = context.lua.integer(at: 1) {
+            context.timers.removeValue(forKey: id)?.cancel()
+            context.pendingTimers.removeAll { $0.id == id }
+        }
+        return 0
+    }
+
+    /// host.now(): seconds since the Unix epoch, with sub-second precision.
+    private static func now(_ context: ScriptContext) -> Int32 {
+        context.lua.push(Date().timeIntervalSince1970)
+        return 1
+    }
+
+    /// host.env(name)
+    private static func env(_ context: ScriptContext) -> Int32 {
+        guard let name = context.lua.string(at: 1) else {
+            return fail(context, "env expects a variable name")
+        }
+        context.lua.push(getenv(name).map { String(cString: $0) })
+        return 1
+    }
+
+    /// host.read_file(path)
+    private static func readFile(_ context: ScriptContext) -> Int32 {
+        guard let requested = context.lua.string(at: 1) else {
+            return fail(context, "read_file expects a path")
+        }
+        guard let path = context.readablePath(requested) else {
+            return fail(context, "read_file: \(requested) is outside the readable directories")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            return fail(context, "read_file: cannot read \(requested)")
+        }
+        data.withUnsafeBytes { context.lua.push(bytes: $0) }
+        return 1
+    }
+
+    /// host.file_mtime(path): modification time in seconds, or nil if there is no such file.
+    private static func fileModificationTime(_ context: ScriptContext) -> Int32 {
+        guard let requested = context.lua.string(at: 1) else {
+            return fail(context, "file_mtime expects a path")
+        }
+        guard let path = context.readablePath(requested) else {
+            return fail(context, "file_mtime: \(requested) is outside the readable directories")
+        }
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        let modified = attributes?[.modificationDate] as? Date
+        if let modified {
+            context.lua.push(modified.timeIntervalSince1970)
+        } else {
+            context.lua.pushNil()
+        }
+        return 1
+    }
+}

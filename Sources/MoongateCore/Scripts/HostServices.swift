@@ -1,0 +1,28 @@
+import Logging
+import NIOCore
+
+/// What the host lends every script: the connections, the endpoints, the I/O loops to write on.
+struct HostServices: Sendable {
+    let connections: ConnectionRegistry
+    let endpoints: EndpointTable
+    let ioLoops: [any EventLoop]
+    let limits: ScriptLimits
+    let logger: Logger
+
+    /// For `moongate check`: scripts load and describe themselves, nothing is served.
+    static func offline(limits: ScriptLimits, logger: Logger) -> HostServices {
+        HostServices(
+            connections: ConnectionRegistry(),
+            endpoints: EndpointTable(),
+            ioLoops: [],
+            limits: limits,
+            logger: logger
+        )
+    }
+}
+
+/// A text or binary message from a client, complete (fragments already joined).
+enum InboundMessage: Sendable {
+    case text(ByteBuffer)
+    case binary(ByteBuffer)
+}

@@ -1,0 +1,324 @@
+/// The Lua half of the script API. It runs in every script's state before the script itself and
+/// returns the dispatch table the host calls into. Swift provides `host` (functions implemented in
+/// `HostFunctions.swift`), `cjson` and `debug`; scripts never see the latter two directly.
+enum Prelude {
+    static let chunkName = "=moongate"
+
+    static let source = #"""
+local host, cjson, debug = ...
+local getinfo = debug.getinfo
+local type, pairs, ipairs, error, pcall, tostring, setmetatable, rawget, rawset, select, next =
+      type, pairs, ipairs, error, pcall, tostring, setmetatable, rawget, rawset, select, next
+local concat, sort = table.concat, table.sort
+local encode_json, decode_json = cjson.encode, cjson.decode
+
+local dispatch = {}
+local endpoints = {}      -- declaration order; the host addresses them by index
+local conns = {}          -- connection id -> conn object, created when a callback first needs it
+local timers = {}         -- timer id -> { fn, repeats, endpoint }
+local next_timer = 0
+local current             -- index of the endpoint whose callback is running
+local last_id_json, last_type
+
+local function encode(value, what, level)
+  local kind = type(value)
+  if kind == "string" then return value end
+  if kind == "table" then return encode_json(value) end
+  error((what or "message") .. " must be a table or a string, got " .. kind, level + 1)
+end
+
+local function location(level)
+  local info = getinfo(level + 1, "Sl")
+  if info == nil then return "?" end
+  return info.short_src .. ":" .. (info.currentline or 0)
+end
+
+-- Endpoint definitions -------------------------------------------------------------------------
+
+local FIELDS = {
+  path = "string", initial = "any", watch = "table", on = "table", on_text = "function",
+  on_binary = "function", on_open = "function", on_close = "function", keepalive = "table",
+  heartbeat = "table", max_message_size = "number",
+}
+
+local function check(condition, message)
+  if not condition then error("endpoint: " .. message, 3) end
+end
+
+local function positive(value) return type(value) == "number" and value > 0 end
+
+function endpoint(def)
+  if type(def) ~= "table" then error("endpoint: expected a table, got " .. type(def), 2) end
+  for key, value in pairs(def) do
+    local expected = FIELDS[key]
+    check(expected ~= nil, "unknown field '" .. tostring(key) .. "'")
+    check(expected == "any" or type(value) == expected,
+          "field '" .. key .. "' must be a " .. expected .. ", got " .. type(value))
+  end
+  local path = def.path
+  check(type(path) == "string" and path:sub(1, 1) == "/", "'path' must be a string starting with '/'")
+  check(not path:find("[%?#%s]"), "'path' must not contain '?', '#' or spaces")
+  local initial = type(def.initial)
+  check(initial == "nil" or initial == "function" or initial == "table" or initial == "string",
+        "'initial' must be a function, a table or a string")
+  if def.watch then
+    check(positive(def.watch.every), "'watch.every' must be a number of seconds > 0")
+    check(type(def.watch.poll) == "function", "'watch.poll' must be a function")
+  end
+  if def.on then
+    for kind, handler in pairs(def.on) do
+      check(type(kind) == "string", "keys of 'on' must be message types (strings)")
+      check(type(handler) == "function", "'on." .. kind .. "' must be a function")
+    end
+  end
+  if def.keepalive then
+    local ping_every, timeout = def.keepalive.ping_every, def.keepalive.timeout
+    check(ping_every == nil or (type(ping_every) == "number" and ping_every >= 0),
+          "'keepalive.ping_every' must be a number of seconds >= 0 (0 disables pings)")
+    check(timeout == nil or positive(timeout), "'keepalive.timeout' must be a number of seconds > 0")
+  end
+  if def.heartbeat then
+    check(positive(def.heartbeat.every), "'heartbeat.every' must be a number of seconds > 0")
+    local message = type(def.heartbeat.message)
+    check(message == "nil" or message == "table" or message == "string" or message == "function",
+          "'heartbeat.message' must be a table, a string or a function")
+  end
+  if def.max_message_size then
+    check(def.max_message_size >= 1 and def.max_message_size % 1 == 0,
+          "'max_message_size' must be a whole number of bytes")
+  end
+  endpoints[#endpoints + 1] = { def = def, where = location(2) }
+  return def
+end
+
+function dispatch.describe()
+  local described = {}
+  for index, entry in ipairs(endpoints) do
+    local def = entry.def
+    local handlers = {}
+    for kind in pairs(def.on or {}) do handlers[#handlers + 1] = kind end
+    sort(handlers)
+    local keepalive = def.keepalive or {}
+    described[index] = {
+      path = def.path,
+      where = entry.where,
+      initial = def.initial ~= nil,
+      watch_every = def.watch and def.watch.every,
+      handlers = #handlers > 0 and concat(handlers, " ") or nil,
+      on_text = def.on_text ~= nil,
+      on_binary = def.on_binary ~= nil,
+      ping_every = keepalive.ping_every or 20,
+      ping_timeout = keepalive.timeout or 10,
+      heartbeat_every = def.heartbeat and def.heartbeat.every,
+      max_message_size = def.max_message_size,
+    }
+  end
+  if #described == 0 then return "[]" end
+  return encode_json(described)
+end
+
+-- Connections ----------------------------------------------------------------------------------
+
+local Conn = {}
+local LAZY = { params = true, query = true, headers = true, path = true, remote = true }
+local conn_meta = {
+  __index = function(self, key)
+    local method = Conn[key]
+    if method ~= nil then return method end
+    if LAZY[key] then
+      local value = host.conn_info(rawget(self, "id"), key)
+      rawset(self, key, value)
+      return value
+    end
+    return nil
+  end,
+  __tostring = function(self) return "conn#" .. tostring(rawget(self, "id")) end,
+}
+
+local function new_conn(id) return setmetatable({ id = id, data = {} }, conn_meta) end
+
+local function conn_of(id)
+  local conn = conns[id]
+  if conn == nil then
+    conn = new_conn(id)
+    conns[id] = conn
+  end
+  return conn
+end
+
+function Conn:send(message) host.send(rawget(self, "id"), encode(message, "conn:send message", 2), false) end
+function Conn:send_binary(data)
+  if type(data) ~= "string" then error("conn:send_binary expects a string, got " .. type(data), 2) end
+  host.send(rawget(self, "id"), data, true)
+end
+function Conn:close(code, reason) host.close(rawget(self, "id"), code or 1000, reason or "") end
+
+-- Dispatch: what the host calls ----------------------------------------------------------------
+
+local function ack(id)
+  if id == nil then return '{"type":"ack","received":true}' end
+  return '{"type":"ack","received":true,"id":' .. encode_json(id) .. '}'
+end
+
+local function error_reply(text) return encode_json({ type = "error", error = text }) end
+
+local function reply_of(result)
+  local kind = type(result)
+  if kind == "table" then return encode_json(result) end
+  if kind == "string" then return result end
+  return nil
+end
+
+function dispatch.open(index, id)
+  current = index
+  local def = endpoints[index].def
+  if def.on_open then def.on_open(conn_of(id)) end
+  local initial = def.initial
+  if type(initial) == "function" then initial = initial(conn_of(id)) end
+  return reply_of(initial)
+end
+
+function dispatch.text(index, id, text)
+  current = index
+  last_id_json, last_type = nil, nil
+  local def = endpoints[index].def
+  if def.on == nil and def.on_text ~= nil then
+    return reply_of(def.on_text(conn_of(id), text))
+  end
+  local ok, message = pcall(decode_json, text)
+  if not ok or type(message) ~= "table" then
+    if def.on_text then return reply_of(def.on_text(conn_of(id), text)) end
+    if not ok then return error_reply("invalid JSON: " .. tostring(message)) end
+    return error_reply("expected a JSON object with a \"type\" field")
+  end
+  local kind, message_id = message.type, message.id
+  local handlers = def.on
+  local handler = handlers and (handlers[kind] or handlers["*"])
+  if handler == nil then return ack(message_id) end
+  if message_id ~= nil then last_id_json = encode_json(message_id) end
+  if type(kind) == "string" then last_type = kind end
+  local result = handler(conn_of(id), message)
+  if result == nil or result == true then return ack(message_id) end
+  return reply_of(result) or ack(message_id)
+end
+
+-- The id (as JSON) and type of the message whose handler failed, for the error reply.
+function dispatch.failed_message() return last_id_json, last_type end
+
+function dispatch.binary(index, id, data)
+  current = index
+  local def = endpoints[index].def
+  if def.on_binary == nil then
+    return error_reply("this endpoint does not accept binary messages"), false
+  end
+  local result = def.on_binary(conn_of(id), data)
+  if type(result) == "string" then return result, true end
+  return reply_of(result), false
+end
+
+function dispatch.close(index, id, code)
+  local conn = conns[id] or new_conn(id)
+  conns[id] = nil
+  local entry = endpoints[index]
+  if entry and entry.def.on_close then
+    current = index
+    entry.def.on_close(conn, code)
+  end
+end
+
+function dispatch.poll(index)
+  current = index
+  local result = endpoints[index].def.watch.poll()
+  if result == nil then return nil end
+  return encode(result, "watch.poll result", 1)
+end
+
+function dispatch.heartbeat(index)
+  current = index
+  local message = endpoints[index].def.heartbeat.message
+  if message == nil then return '{"type":"heartbeat"}' end
+  if type(message) == "function" then message = message() end
+  return encode(message, "heartbeat.message", 1)
+end
+
+function dispatch.timer(id)
+  local timer = timers[id]
+  if timer == nil then return end
+  if not timer.repeats then timers[id] = nil end
+  current = timer.endpoint
+  timer.fn()
+end
+
+-- Script-side functions ------------------------------------------------------------------------
+
+local function sole_endpoint()
+  if current ~= nil then return current end
+  if #endpoints == 1 then return 1 end
+  error("broadcast(msg) outside an endpoint callback needs exactly one endpoint in this file; "
+        .. "use publish(path, msg)", 3)
+end
+
+function broadcast(message)
+  local index = sole_endpoint()
+  host.broadcast(index, encode(message, "broadcast message", 2))
+end
+
+function publish(path, message)
+  if type(path) ~= "string" then error("publish expects a path, got " .. type(path), 2) end
+  return host.publish(path, encode(message, "publish message", 2))
+end
+
+local Timer = {}
+Timer.__index = Timer
+function Timer:cancel()
+  if timers[self.id] then
+    timers[self.id] = nil
+    host.cancel(self.id)
+  end
+end
+
+local function make_timer(seconds, fn, repeats, name)
+  if type(seconds) ~= "number" or seconds < 0 or (repeats and seconds == 0) then
+    error(name .. " expects a number of seconds" .. (repeats and " > 0" or " >= 0"), 3)
+  end
+  if type(fn) ~= "function" then error(name .. " expects a function", 3) end
+  next_timer = next_timer + 1
+  timers[next_timer] = { fn = fn, repeats = repeats, endpoint = current }
+  host.timer(next_timer, seconds, repeats)
+  return setmetatable({ id = next_timer }, Timer)
+end
+
+function every(seconds, fn) return make_timer(seconds, fn, true, "every") end
+function after(seconds, fn) return make_timer(seconds, fn, false, "after") end
+function now() return host.now() end
+
+function env(name, default)
+  local value = host.env(name)
+  if value == nil then return default end
+  return value
+end
+
+function read_file(path) return host.read_file(path) end
+function read_json(path) return decode_json(host.read_file(path)) end
+function file_mtime(path) return host.file_mtime(path) end
+
+json = { encode = encode_json, decode = decode_json, null = cjson.null }
+
+local function log_at(level)
+  return function(...)
+    local parts = {}
+    for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+    host.log(level, concat(parts, " "), location(2))
+  end
+end
+log = { debug = log_at(0), info = log_at(1), warn = log_at(2), error = log_at(3) }
+print = log.info
+
+local raw_load = load
+function load(chunk, name, mode, environment)
+  return raw_load(chunk, name, "t", environment)  -- text only: bytecode can break the sandbox
+end
+
+return dispatch
+"""#
+}

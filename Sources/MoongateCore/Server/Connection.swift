@@ -1,0 +1,47 @@
+import NIOCore
+import NIOWebSocket
+
+/// One upgraded WebSocket client. Immutable: what changes over its life lives in its channel
+/// handler (on its I/O loop) or in the script state (on the script's loop).
+final class Connection: Sendable {
+    let id: UInt64
+    let channel: any Channel
+    /// The request path, e.g. `/ws/progress/42`.
+    let path: String
+    let params: [String: String]
+    let query: [String: String]
+    /// Header names lower-cased; repeated headers joined with ", ".
+    let headers: [String: String]
+    let remoteAddress: String?
+    let slot: EndpointSlot
+
+    init(
+        id: UInt64,
+        channel: any Channel,
+        path: String,
+        params: [String: String],
+        query: [String: String],
+        headers: [String: String],
+        slot: EndpointSlot
+    ) {
+        self.id = id
+        self.channel = channel
+        self.path = path
+        self.params = params
+        self.query = query
+        self.headers = headers
+        self.remoteAddress = channel.remoteAddress?.ipAddress
+        self.slot = slot
+    }
+
+    /// Starts the closing handshake; safe from any thread.
+    func close(code: WebSocketErrorCode, reason: String) {
+        self.channel.pipeline.fireUserInboundEventTriggered(CloseRequest(code: code, reason: reason))
+    }
+}
+
+/// Asks a connection's handler to send a close frame and finish the closing handshake.
+struct CloseRequest: Sendable {
+    var code: WebSocketErrorCode
+    var reason: String
+}

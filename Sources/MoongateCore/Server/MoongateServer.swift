@@ -1,0 +1,285 @@
+public import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+
+/// The host: binds the listener, serves the endpoints the scripts declare, reloads them, and
+/// shuts down cleanly. See ARCHITECTURE.md for how the pieces fit.
+public final class MoongateServer: Sendable {
+    public let configuration: ServerConfiguration
+    private let logger: Logger
+    private let ioGroup: MultiThreadedEventLoopGroup
+    private let scriptLoops = ScriptLoops()
+    private let connections = ConnectionRegistry()
+    private let endpoints = EndpointTable()
+    private let services: HostServices
+    private let state = NIOLockedValueBox(State())
+
+    private struct State {
+        var runtimes: [ScriptRuntime] = []
+        var serverChannel: (any Channel)?
+        var isShutDown = false
+    }
+
+    public init(configuration: ServerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.ioGroup = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.ioThreads))
+        self.services = HostServices(
+            connections: self.connections,
+            endpoints: self.endpoints,
+            ioLoops: Array(self.ioGroup.makeIterator()),
+            limits: configuration.limits,
+            logger: logger
+        )
+    }
+
+    /// Loads the scripts, then listens. Throws ``ScriptLoadFailure`` if any script is broken.
+    /// Returns the bound port.
+    @discardableResult
+    public func start() async throws -> Int {
+        let runtimes = try await ScriptLoader.load(
+            directory: self.configuration.scriptsDirectory,
+            loops: self.scriptLoops,
+            services: self.services
+        ).get()
+        _ = await self.install(runtimes)
+        let channel = try await self.bind()
+        self.state.withLockedValue { $0.serverChannel = channel }
+        let port = channel.localAddress?.port ?? self.configuration.port
+        self.logger.info(
+            "listening on ws://\(self.configuration.host):\(port)",
+            metadata: ["endpoints": "\(self.endpoints.all.map(\.pattern.description).sorted().joined(separator: " "))"]
+        )
+        return port
+    }
+
+    public var port: Int? {
+        self.state.withLockedValue { $0.serverChannel?.localAddress?.port }
+    }
+
+    /// Number of open WebSocket connections.
+    public var connectionCount: Int { self.connections.count }
+
+    /// Compiles every script into fresh states; if all succeed, swaps them in without dropping a
+    /// connection, else logs each error and keeps serving the old set unchanged.
+    public func reload() async -> Result<ReloadSummary, ScriptLoadFailure> {
+        let started = NIODeadline.now()
+        let loaded = await ScriptLoader.load(
+            directory: self.configuration.scriptsDirectory,
+            loops: self.scriptLoops,
+            services: self.services
+        )
+        switch loaded {
+        case .failure(let failure):
+            for error in failure.errors {
+                self.logger.error("\(error)", metadata: ["kind": "\(error.kind.rawValue)"])
+            }
+            self.logger.error("reload failed: still serving the previous scripts", metadata: ["errors": "\(failure.errors.count)"])
+            return .failure(failure)
+        case .success(let runtimes):
+            var summary = await self.install(runtimes)
+            summary.milliseconds = Int((NIODeadline.now() - started).nanoseconds / 1_000_000)
+            self.logger.info("reloaded scripts: \(summary)")
+            return .success(summary)
+        }
+    }
+
+    /// Stops accepting, sends every client close 1001, waits up to the grace period for the
+    /// closing handshakes, then closes what is left and stops every loop.
+    public func shutdown() async {
+        let channel: (any Channel)? = self.state.withLockedValue { state in
+            guard !state.isShutDown else { return nil }
+            state.isShutDown = true
+            return state.serverChannel
+        }
+        try? await channel?.close()
+        let open = self.connections.all
+        self.logger.info("shutting down", metadata: ["connections": "\(open.count)"])
+        for connection in open {
+            connection.close(code: .goingAway, reason: "server shutting down")
+        }
+        let loop = self.ioGroup.next()
+        try? await self.connections.whenEmpty(on: loop)
+            .orTimeout(.interval(self.configuration.shutdownGrace), on: loop)
+            .get()
+        for connection in self.connections.all {
+            try? await connection.channel.close()
+        }
+        let runtimes = self.state.withLockedValue { $0.runtimes }
+        for runtime in runtimes {
+            try? await runtime.retire().get()
+        }
+        await self.scriptLoops.release(keeping: [])
+        try? await self.ioGroup.shutdownGracefully()
+    }
+
+    // MARK: Swapping script sets
+
+    private func install(_ runtimes: [ScriptRuntime]) async -> ReloadSummary {
+        var summary = ReloadSummary()
+        let oldSlots = Dictionary(self.endpoints.all.map { ($0.pattern.shape, $0) }, uniquingKeysWith: { first, _ in first })
+        var newSlots: [EndpointSlot] = []
+        var rebinds: [(EndpointSlot, EndpointBinding)] = []
+        for runtime in runtimes {
+            var slots: [EndpointSlot] = []
+            for (offset, spec) in runtime.specs.enumerated() {
+                let binding = EndpointBinding(runtime: runtime, index: offset + 1, spec: spec)
+                let pattern = PathPattern(spec.path)
+                if let existing = oldSlots[pattern.shape], existing.pattern == pattern {
+                    let old = existing.binding
+                    if old?.spec == spec && old?.runtime.file.source == runtime.file.source {
+                        summary.unchanged.append(spec.path)
+                    } else {
+                        summary.changed.append(spec.path)
+                    }
+                    rebinds.append((existing, binding))
+                    slots.append(existing)
+                } else {
+                    let slot = EndpointSlot(pattern: pattern, fanout: Fanout(loops: self.services.ioLoops), binding: binding)
+                    summary.added.append(spec.path)
+                    slots.append(slot)
+                }
+            }
+            newSlots += slots
+            try? await runtime.activate(slots: slots).get()
+        }
+        for (slot, binding) in rebinds {
+            slot.binding = binding
+        }
+        self.endpoints.replace(with: newSlots)
+
+        let kept = Set(newSlots.map(ObjectIdentifier.init))
+        let removed = oldSlots.values.filter { !kept.contains(ObjectIdentifier($0)) }
+        for slot in removed {
+            summary.removed.append(slot.pattern.description)
+            slot.binding = nil
+        }
+        let removedIDs = Set(removed.map(ObjectIdentifier.init))
+        for connection in self.connections.all where removedIDs.contains(ObjectIdentifier(connection.slot)) {
+            connection.close(code: .goingAway, reason: "endpoint removed")
+        }
+
+        let retired = self.state.withLockedValue { state in
+            defer { state.runtimes = runtimes }
+            return state.runtimes
+        }
+        for runtime in retired {
+            try? await runtime.retire().get()
+        }
+        await self.scriptLoops.release(keeping: Set(runtimes.map(\.file.path)))
+        return summary
+    }
+
+    // MARK: Listening
+
+    private func bind() async throws -> any Channel {
+        let endpoints = self.endpoints
+        let connections = self.connections
+        let logger = self.logger
+        let maxMessageSize = self.configuration.maxMessageSize
+        return try await ServerBootstrap(group: self.ioGroup)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.configureChildPipeline(
+                        channel: channel,
+                        endpoints: endpoints,
+                        connections: connections,
+                        maxMessageSize: maxMessageSize,
+                        logger: logger
+                    )
+                }
+            }
+            .bind(host: self.configuration.host, port: self.configuration.port)
+            .get()
+    }
+
+    private static func configureChildPipeline(
+        channel: any Channel,
+        endpoints: EndpointTable,
+        connections: ConnectionRegistry,
+        maxMessageSize: Int,
+        logger: Logger
+    ) throws {
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: maxMessageSize,
+            automaticErrorHandling: true,
+            shouldUpgrade: { channel, head in
+                let known = endpoints.route(RequestTarget(uri: head.uri).path) != nil
+                return channel.eventLoop.makeSucceededFuture(known ? HTTPHeaders() : nil)
+            },
+            upgradePipelineHandler: { channel, head in
+                let target = RequestTarget(uri: head.uri)
+                guard let route = endpoints.route(target.path) else {
+                    return channel.close()
+                }
+                let connection = Connection(
+                    id: connections.makeID(),
+                    channel: channel,
+                    path: String(target.path),
+                    params: route.params,
+                    query: target.query,
+                    headers: Self.flatten(head.headers),
+                    slot: route.slot
+                )
+                let limit = route.slot.binding?.spec.maxMessageSize ?? maxMessageSize
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        FrameValidator(),
+                        NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 0,
+                            maxAccumulatedFrameCount: Int.max,
+                            maxAccumulatedFrameSize: min(limit, maxMessageSize)
+                        ),
+                        WebSocketConnectionHandler(connection: connection, registry: connections, logger: logger),
+                    ])
+                }
+            }
+        )
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withServerUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { context in
+                    context.pipeline.syncOperations.removeHandler(name: HTTPRequestHandler.name, promise: nil)
+                }
+            ),
+            withErrorHandling: true
+        )
+        try channel.pipeline.syncOperations.addHandler(HTTPRequestHandler(endpoints: endpoints), name: HTTPRequestHandler.name)
+    }
+
+    private static func flatten(_ headers: HTTPHeaders) -> [String: String] {
+        var flat: [String: String] = [:]
+        for (name, value) in headers {
+            let key = name.lowercased()
+            flat[key] = flat[key].map { "\($0), \(value)" } ?? value
+        }
+        return flat
+    }
+}
+
+/// Checks a folder of scripts the way `moongate check` does: each in a fresh state, nothing served.
+public func checkScripts(
+    directory: String,
+    limits: ScriptLimits = ScriptLimits(),
+    logger: Logger
+) async -> Result<[EndpointSpec], ScriptLoadFailure> {
+    let loops = ScriptLoops()
+    let result = await ScriptLoader.load(directory: directory, loops: loops, services: .offline(limits: limits, logger: logger))
+    defer { Task { await loops.release(keeping: []) } }
+    switch result {
+    case .success(let runtimes):
+        for runtime in runtimes {
+            try? await runtime.retire().get()
+        }
+        return .success(runtimes.flatMap(\.specs))
+    case .failure(let failure):
+        return .failure(failure)
+    }
+}

@@ -1,0 +1,270 @@
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// The protocol side of one WebSocket connection, on its I/O loop: the closing handshake,
+/// ping/pong keep-alive, UTF-8 validation, and handing complete messages to the endpoint's
+/// script in one batch per socket read.
+final class WebSocketConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private enum CloseState {
+        case open
+        /// We sent a close frame and wait for the peer's.
+        case closeSent
+        case closed
+    }
+
+    /// How long a peer may take to answer our close frame.
+    static let closeTimeout: TimeAmount = .seconds(2)
+
+    private let connection: Connection
+    private let registry: ConnectionRegistry
+    private var logger: Logger
+    private var closeState = CloseState.open
+    private var closeCode: WebSocketErrorCode?
+    private var pending: [InboundMessage] = []
+    private var needsFlush = false
+    private var keepAlive = KeepAlive()
+    private var pingTask: Scheduled<Void>?
+    private var closeTimeoutTask: Scheduled<Void>?
+
+    init(connection: Connection, registry: ConnectionRegistry, logger: Logger) {
+        self.connection = connection
+        self.registry = registry
+        self.logger = logger
+        self.logger[metadataKey: "endpoint"] = "\(connection.slot.pattern)"
+        self.logger[metadataKey: "connection"] = "\(connection.id)"
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.registry.add(self.connection)
+        guard let binding = self.connection.slot.binding else {
+            self.startClosing(code: .goingAway, reason: "endpoint removed", context: context)
+            return
+        }
+        self.logger.debug("client connected", metadata: ["path": "\(self.connection.path)"])
+        self.scheduleNextPing(context: context)
+        binding.runtime.connect(self.connection)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.closeState = .closed
+        self.pingTask?.cancel()
+        self.closeTimeoutTask?.cancel()
+        self.connection.slot.fanout.remove(self.connection)
+        self.registry.remove(self.connection)
+        self.connection.slot.binding?.runtime.disconnect(self.connection, code: self.closeCode)
+        self.logger.debug("client disconnected", metadata: ["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1006)"])
+        context.fireChannelInactive()
+    }
+
+    // MARK: Reading
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = self.unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text:
+            guard case .open = self.closeState else { return }
+            let text = frame.unmaskedData
+            guard text.readableBytesView.withContiguousStorageIfAvailable({ String(validating: $0, as: UTF8.self) != nil })
+                ?? (String(validating: Array(text.readableBytesView), as: UTF8.self) != nil)
+            else {
+                return self.fail(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
+            }
+            self.pending.append(.text(text))
+        case .binary:
+            guard case .open = self.closeState else { return }
+            self.pending.append(.binary(frame.unmaskedData))
+        case .ping:
+            guard case .open = self.closeState else { return }
+            context.write(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+            self.needsFlush = true
+        case .pong:
+            self.keepAlive.pongReceived()
+        case .connectionClose:
+            self.receivedClose(frame.unmaskedData, context: context)
+        default:
+            // Continuations are joined by the aggregator and reserved opcodes stopped by the validator.
+            self.fail(code: .protocolError, reason: "unexpected frame", context: context)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if !self.pending.isEmpty {
+            let messages = self.pending
+            self.pending = []
+            self.connection.slot.binding?.runtime.deliver(messages, from: self.connection)
+        }
+        if self.needsFlush {
+            self.needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    // MARK: Closing
+
+    private func receivedClose(_ payload: ByteBuffer, context: ChannelHandlerContext) {
+        switch self.closeState {
+        case .closed:
+            return
+        case .closeSent:
+            self.closeState = .closed
+            context.close(promise: nil)
+            return
+        case .open:
+            break
+        }
+        var payload = payload
+        let reply: WebSocketErrorCode?
+        switch payload.readableBytes {
+        case 0:
+            reply = nil
+            self.closeCode = nil
+        case 1:
+            reply = .protocolError
+        default:
+            let code = payload.readInteger(as: UInt16.self)!
+            if !CloseCode.isValidReceived(code) {
+                reply = .protocolError
+            } else if String(validating: Array(payload.readableBytesView), as: UTF8.self) == nil {
+                reply = .dataInconsistentWithMessage
+            } else {
+                reply = WebSocketErrorCode(codeNumber: Int(code))
+            }
+            self.closeCode = WebSocketErrorCode(codeNumber: Int(code))
+        }
+        self.logger.debug("client closed the connection", metadata: ["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1005)"])
+        self.closeState = .closed
+        var data = context.channel.allocator.buffer(capacity: 2)
+        if let reply {
+            data.write(webSocketErrorCode: reply)
+        }
+        let loopBoundContext = context.loopBound
+        context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
+            .whenComplete { _ in loopBoundContext.value.close(promise: nil) }
+    }
+
+    /// Sends a close frame and waits (bounded) for the peer's answer.
+    private func startClosing(code: WebSocketErrorCode, reason: String, context: ChannelHandlerContext) {
+        guard case .open = self.closeState else { return }
+        self.closeState = .closeSent
+        self.closeCode = code
+        self.pingTask?.cancel()
+        var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.write(webSocketErrorCode: code)
+        data.writeString(reason)
+        context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)), promise: nil)
+        let loopBoundContext = context.loopBound
+        self.closeTimeoutTask = context.eventLoop.assumeIsolated().scheduleTask(in: Self.closeTimeout) {
+            loopBoundContext.value.close(promise: nil)
+        }
+    }
+
+    /// Fails the connection: close frame with `code`, then the socket, without waiting.
+    private func fail(code: WebSocketErrorCode, reason: String, context: ChannelHandlerContext) {
+        guard !(self.closeState == .closed) else { return }
+        self.logger.info("closing connection: \(reason)", metadata: ["code": "\(UInt16(webSocketErrorCode: code))"])
+        self.closeState = .closed
+        self.closeCode = code
+        self.pending = []
+        var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.write(webSocketErrorCode: code)
+        data.writeString(String(reason.utf8.prefix(123)) ?? "")
+        let loopBoundContext = context.loopBound
+        context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
+            .whenComplete { _ in loopBoundContext.value.close(promise: nil) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let request = event as? CloseRequest {
+            self.startClosing(code: request.code, reason: request.reason, context: context)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch error {
+        case is NIOWebSocketError:
+            // WebSocketProtocolErrorHandler has already sent the matching close frame and closes.
+            self.closeState = .closed
+            self.logger.info("closing connection: \(error)")
+        case let violation as FrameViolation:
+            self.fail(code: .protocolError, reason: violation.description, context: context)
+        case let aggregation as NIOWebSocketFrameAggregator.Error:
+            switch aggregation {
+            case .accumulatedFrameSizeIsTooLarge, .tooManyFragments:
+                self.fail(code: .messageTooLarge, reason: "message too large", context: context)
+            default:
+                self.fail(code: .protocolError, reason: "invalid fragmentation", context: context)
+            }
+        default:
+            // The peer went away (reset, broken pipe): expected, not an error of ours.
+            self.logger.debug("connection error: \(error)")
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Keep-alive
+
+    private func scheduleNextPing(context: ChannelHandlerContext) {
+        guard case .open = self.closeState else { return }
+        let spec = self.connection.slot.binding?.spec
+        let interval = spec.map { $0.pingEvery > 0 ? $0.pingEvery : KeepAlive.disabledRecheck } ?? KeepAlive.disabledRecheck
+        let loopBoundContext = context.loopBound
+        self.pingTask = context.eventLoop.assumeIsolated().scheduleTask(in: .interval(interval)) {
+            self.keepAliveTick(context: loopBoundContext.value)
+        }
+    }
+
+    private func keepAliveTick(context: ChannelHandlerContext) {
+        guard case .open = self.closeState, let spec = self.connection.slot.binding?.spec else { return }
+        if spec.pingEvery > 0 {
+            let now = NIODeadline.now()
+            let payload = self.keepAlive.pingSent(at: now)
+            context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: payload)), promise: nil)
+            let loopBoundContext = context.loopBound
+            context.eventLoop.assumeIsolated().scheduleTask(in: .interval(spec.pingTimeout)) {
+                guard case .open = self.closeState, self.keepAlive.isUnanswered(since: now) else { return }
+                self.logger.info("peer did not answer a ping within \(spec.pingTimeout.formattedSeconds): closing")
+                self.closeState = .closed
+                loopBoundContext.value.close(promise: nil)
+            }
+        }
+        self.scheduleNextPing(context: context)
+    }
+}
+
+@available(*, unavailable)
+extension WebSocketConnectionHandler: Sendable {}
+
+/// Ping bookkeeping: when the oldest unanswered ping went out. Any pong answers all of them.
+struct KeepAlive {
+    /// While pings are off, how often to look whether a reload turned them on.
+    static let disabledRecheck: Double = 5
+    private var unansweredSince: NIODeadline?
+    private var counter: UInt64 = 0
+
+    mutating func pingSent(at time: NIODeadline) -> ByteBuffer {
+        if self.unansweredSince == nil {
+            self.unansweredSince = time
+        }
+        self.counter += 1
+        var payload = ByteBuffer()
+        payload.writeInteger(self.counter)
+        return payload
+    }
+
+    mutating func pongReceived() {
+        self.unansweredSince = nil
+    }
+
+    /// True if no pong has arrived since the ping sent at `time`.
+    func isUnanswered(since time: NIODeadline) -> Bool {
+        guard let unansweredSince = self.unansweredSince else { return false }
+        return unansweredSince <= time
+    }
+}

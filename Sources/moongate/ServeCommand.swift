@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MoongateCore
+import ServiceLifecycle
+import UnixSignals
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve the endpoints declared by the scripts in a folder (the default command)."
+    )
+
+    @OptionGroup var scripts: ScriptOptions
+
+    @Option(name: .long, help: "Address to listen on.")
+    var host: String = "127.0.0.1"
+
+    @Option(name: .long, help: "Port to listen on (0 picks a free one).")
+    var port: Int = 8080
+
+    @Option(name: .long, help: "Largest message a client may send, in bytes; larger ones are closed with 1009.")
+    var maxMessageSize: Int = 1 << 20
+
+    @Option(name: .long, help: "Seconds clients get to answer close 1001 on shutdown.")
+    var shutdownGrace: Double = 3
+
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        guard (0...65535).contains(self.port) else { throw ValidationError("--port must be 0...65535") }
+        guard self.maxMessageSize > 0 else { throw ValidationError("--max-message-size must be positive") }
+        guard self.shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be >= 0") }
+    }
+
+    func run() async throws {
+        let logger = self.logging.bootstrap()
+        let configuration = ServerConfiguration(
+            host: self.host,
+            port: self.port,
+            scriptsDirectory: self.scripts.directory,
+            limits: self.scripts.limits,
+            maxMessageSize: self.maxMessageSize,
+            shutdownGrace: self.shutdownGrace
+        )
+        let server = MoongateServer(configuration: configuration, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: HostService(server: server, logger: logger))],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        do {
+            try await group.run()
+        } catch let failure as ScriptLoadFailure {
+            for error in failure.errors {
+                logger.error("\(error)")
+            }
+            logger.error("not starting: fix the scripts above (moongate check \(self.scripts.directory) shows the same)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// Runs the server as a service: reloads on SIGHUP until a graceful shutdown (SIGTERM/SIGINT).
+struct HostService: Service {
+    let server: MoongateServer
+    let logger: Logger
+
+    func run() async throws {
+        // Trap SIGHUP before listening, so an early reload request never kills the process.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        do {
+            try await self.server.start()
+        } catch {
+            await self.server.shutdown()
+            throw error
+        }
+        for await _ in hangups.cancelOnGracefulShutdown() {
+            self.logger.info("SIGHUP: reloading scripts")
+            _ = await self.server.reload()
+        }
+        await self.server.shutdown()
+        self.logger.info("stopped")
+    }
+}
