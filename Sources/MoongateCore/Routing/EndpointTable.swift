@@ -30,6 +30,14 @@ final class EndpointTable: Sendable {
 
     var all: [EndpointSlot] { self.slots.withLockedValue { $0 } }
 
+    /// The largest `max_message_size` any endpoint declares, so the frame decoder admits what the
+    /// most generous endpoint allows; each connection then enforces its own endpoint's limit.
+    var largestMessageLimit: Int {
+        self.slots.withLockedValue { slots in
+            slots.compactMap { $0.binding?.spec.maxMessageSize }.max() ?? 0
+        }
+    }
+
     func replace(with slots: [EndpointSlot]) {
         self.slots.withLockedValue { $0 = slots }
     }

@@ -208,7 +208,7 @@ public final class MoongateServer: Sendable {
         logger: Logger
     ) throws {
         let upgrader = NIOWebSocketServerUpgrader(
-            maxFrameSize: maxMessageSize,
+            maxFrameSize: max(maxMessageSize, endpoints.largestMessageLimit),
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
                 let known = endpoints.route(RequestTarget(uri: head.uri).path) != nil
@@ -235,9 +235,14 @@ public final class MoongateServer: Sendable {
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 0,
                             maxAccumulatedFrameCount: Int.max,
-                            maxAccumulatedFrameSize: min(limit, maxMessageSize)
+                            maxAccumulatedFrameSize: limit
                         ),
-                        WebSocketConnectionHandler(connection: connection, registry: connections, logger: logger),
+                        WebSocketConnectionHandler(
+                            connection: connection,
+                            registry: connections,
+                            maxMessageSize: limit,
+                            logger: logger
+                        ),
                     ])
                 }
             }

@@ -21,6 +21,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
 
     private let connection: Connection
     private let registry: ConnectionRegistry
+    private let maxMessageSize: Int
     private var logger: Logger
     private var closeState = CloseState.open
     private var closeCode: WebSocketErrorCode?
@@ -30,9 +31,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
     private var pingTask: Scheduled<Void>?
     private var closeTimeoutTask: Scheduled<Void>?
 
-    init(connection: Connection, registry: ConnectionRegistry, logger: Logger) {
+    init(connection: Connection, registry: ConnectionRegistry, maxMessageSize: Int, logger: Logger) {
         self.connection = connection
         self.registry = registry
+        self.maxMessageSize = maxMessageSize
         self.logger = logger
         self.logger[metadataKey: "endpoint"] = "\(connection.slot.pattern)"
         self.logger[metadataKey: "connection"] = "\(connection.id)"
@@ -64,6 +66,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = self.unwrapInboundIn(data)
+        if frame.length > self.maxMessageSize, frame.opcode == .text || frame.opcode == .binary {
+            return self.fail(code: .messageTooLarge, reason: "message larger than \(self.maxMessageSize) bytes", context: context)
+        }
         switch frame.opcode {
         case .text:
             guard case .open = self.closeState else { return }

@@ -1,0 +1,42 @@
+-- /ws/heartbeat: where ADW workers check in. They register, send heartbeats, report events
+-- (forwarded to the ADW monitor dashboard) and job results (the last 100 are kept here).
+local MAX_RESULTS = 100
+local results = {}   -- newest last
+
+return endpoint {
+  path = "/ws/heartbeat",
+  keepalive = { ping_every = 20, timeout = 10 },
+
+  on = {
+    worker_register = function(conn, msg)
+      conn.data.worker = msg.worker_id or msg.worker or ("conn-" .. conn.id)
+      conn.data.capabilities = msg.capabilities
+      log.info("worker registered:", conn.data.worker)
+      return { type = "ack", msg = "registered", id = msg.id }
+    end,
+
+    heartbeat = function(conn, msg)
+      conn.data.last_seen = now()   -- nil reply: the host sends the default ack
+    end,
+
+    event = function(conn, msg)
+      publish("/api/v1/ws/adw-monitor", {
+        type = "worker_event",
+        worker = conn.data.worker or msg.worker_id,
+        event = msg,
+      })
+    end,
+
+    job_result = function(conn, msg)
+      results[#results + 1] = { worker = conn.data.worker, at = now(), result = msg }
+      if #results > MAX_RESULTS then table.remove(results, 1) end
+      return { type = "ack", msg = "recorded", job_id = msg.job_id, id = msg.id }
+    end,
+  },
+
+  on_close = function(conn, code)
+    if conn.data.worker then
+      log.info("worker disconnected:", conn.data.worker, "code", code)
+    end
+  end,
+}
