@@ -22,6 +22,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Largest message a client may send, in bytes; larger ones are closed with 1009.")
     var maxMessageSize: Int = 1 << 20
 
+    @Option(name: .long, help: "Bytes that may wait to be sent to one client before it is closed as too slow (1008).")
+    var maxOutboundBuffer: Int = 1 << 20
+
     @Option(name: .long, help: "Seconds clients get to answer close 1001 on shutdown.")
     var shutdownGrace: Double = 3
 
@@ -30,6 +33,7 @@ struct ServeCommand: AsyncParsableCommand {
     func validate() throws {
         guard (0...65535).contains(self.port) else { throw ValidationError("--port must be 0...65535") }
         guard self.maxMessageSize > 0 else { throw ValidationError("--max-message-size must be positive") }
+        guard self.maxOutboundBuffer > 0 else { throw ValidationError("--max-outbound-buffer must be positive") }
         guard self.shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be >= 0") }
     }
 
@@ -41,6 +45,7 @@ struct ServeCommand: AsyncParsableCommand {
             scriptsDirectory: self.scripts.directory,
             limits: self.scripts.limits,
             maxMessageSize: self.maxMessageSize,
+            maxOutboundBuffer: self.maxOutboundBuffer,
             shutdownGrace: self.shutdownGrace
         )
         let server = MoongateServer(configuration: configuration, logger: logger)

@@ -12,6 +12,8 @@ struct OutboundBatch {
         case join(Connection, initial: WebSocketFrame?)
         case broadcast(Fanout, WebSocketFrame, pathFilter: String?)
         case close(Connection, WebSocketErrorCode, reason: String)
+        /// The script finished a batch of this client's events (see `Connection.scriptWork`).
+        case completed(Connection)
     }
 
     private var operations: [ObjectIdentifier: (loop: any EventLoop, operations: [Operation])] = [:]
@@ -25,7 +27,7 @@ struct OutboundBatch {
 
     mutating func append(_ operation: Operation) {
         switch operation {
-        case .send(let connection, _), .join(let connection, _), .close(let connection, _, _):
+        case .send(let connection, _), .join(let connection, _), .close(let connection, _, _), .completed(let connection):
             self.append(operation, on: connection.channel.eventLoop)
         case .broadcast:
             for loop in self.ioLoops {
@@ -60,6 +62,7 @@ struct OutboundBatch {
             case .send(let connection, let frame):
                 write(frame, to: connection)
             case .join(let connection, let initial):
+                connection.scriptWork.value -= 1
                 guard connection.channel.isActive else { continue }
                 if let initial {
                     write(initial, to: connection)
@@ -76,6 +79,8 @@ struct OutboundBatch {
                     channel.flush()
                 }
                 connection.close(code: code, reason: reason)
+            case .completed(let connection):
+                connection.scriptWork.value -= 1
             }
         }
         for channel in touched.values {
@@ -87,6 +92,10 @@ struct OutboundBatch {
 extension WebSocketFrame {
     static func text(_ text: String) -> WebSocketFrame {
         WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text))
+    }
+
+    static func text(_ buffer: ByteBuffer) -> WebSocketFrame {
+        WebSocketFrame(fin: true, opcode: .text, data: buffer)
     }
 
     static func binary(_ bytes: ByteBuffer) -> WebSocketFrame {

@@ -6,6 +6,14 @@ struct EndpointBinding: Sendable {
     /// 1-based index of the endpoint among those its script declared.
     let index: Int
     let spec: EndpointSpec
+    let routing: MessageRouting
+
+    init(runtime: ScriptRuntime, index: Int, spec: EndpointSpec) {
+        self.runtime = runtime
+        self.index = index
+        self.spec = spec
+        self.routing = MessageRouting(spec: spec)
+    }
 }
 
 /// The lasting identity of an endpoint path. It outlives reloads, so connections, their fan-out

@@ -23,6 +23,7 @@ struct HostServices: Sendable {
 
 /// A text or binary message from a client, complete (fragments already joined).
 enum InboundMessage: Sendable {
-    case text(ByteBuffer)
+    /// `id` is the raw JSON text of the message's top-level id, if it has one.
+    case text(ByteBuffer, id: String?)
     case binary(ByteBuffer)
 }

@@ -18,7 +18,7 @@ local conns = {}          -- connection id -> conn object, created when a callba
 local timers = {}         -- timer id -> { fn, repeats, endpoint }
 local next_timer = 0
 local current             -- index of the endpoint whose callback is running
-local last_id_json, last_type
+local last_type
 
 local function encode(value, what, level)
   local kind = type(value)
@@ -155,9 +155,9 @@ function Conn:close(code, reason) host.close(rawget(self, "id"), code or 1000, r
 
 -- Dispatch: what the host calls ----------------------------------------------------------------
 
-local function ack(id)
-  if id == nil then return '{"type":"ack","received":true}' end
-  return '{"type":"ack","received":true,"id":' .. encode_json(id) .. '}'
+local function ack(raw_id)
+  if raw_id == nil then return '{"type":"ack","received":true}' end
+  return '{"type":"ack","received":true,"id":' .. raw_id .. '}'
 end
 
 local function error_reply(text) return encode_json({ type = "error", error = text }) end
@@ -178,32 +178,33 @@ function dispatch.open(index, id)
   return reply_of(initial)
 end
 
-function dispatch.text(index, id, text)
+function dispatch.text(index, id, text, raw_id)
   current = index
-  last_id_json, last_type = nil, nil
+  last_type = nil
   local def = endpoints[index].def
   if def.on == nil and def.on_text ~= nil then
     return reply_of(def.on_text(conn_of(id), text))
   end
   local ok, message = pcall(decode_json, text)
-  if not ok or type(message) ~= "table" then
+  if not ok or type(message) ~= "table" or text:match("^%s*%[") then
     if def.on_text then return reply_of(def.on_text(conn_of(id), text)) end
     if not ok then return error_reply("invalid JSON: " .. tostring(message)) end
     return error_reply("expected a JSON object with a \"type\" field")
   end
-  local kind, message_id = message.type, message.id
+  local kind = message.type
   local handlers = def.on
   local handler = handlers and (handlers[kind] or handlers["*"])
-  if handler == nil then return ack(message_id) end
-  if message_id ~= nil then last_id_json = encode_json(message_id) end
+  -- raw_id is the id exactly as the client wrote it (the host scanned it), so a large integer
+  -- id is not rounded by a trip through a Lua number.
+  if handler == nil then return ack(raw_id) end
   if type(kind) == "string" then last_type = kind end
-  local result = handler(conn_of(id), message)
-  if result == nil or result == true then return ack(message_id) end
-  return reply_of(result) or ack(message_id)
+  local result = handler(conn_of(id), message, text)
+  if result == false then return nil end  -- handled, and deliberately unanswered
+  return reply_of(result) or ack(raw_id)
 end
 
--- The id (as JSON) and type of the message whose handler failed, for the error reply.
-function dispatch.failed_message() return last_id_json, last_type end
+-- The type of the message whose handler failed, for the log.
+function dispatch.failed_message() return last_type end
 
 function dispatch.binary(index, id, data)
   current = index

@@ -138,7 +138,7 @@ final class ScriptContext {
             }
         } catch {
             self.report(error, while: "computing the initial payload", endpoint: index, connection: connection)
-            initial = .text(Self.errorReply("initial payload failed", idJSON: nil))
+            initial = .text(MessageRouting.error("initial payload failed"))
         }
         self.batch.append(.join(connection, initial: initial))
         self.batch.flush()
@@ -147,33 +147,35 @@ final class ScriptContext {
     func receive(_ messages: [InboundMessage], from connection: Connection, index: Int) {
         for message in messages {
             switch message {
-            case .text(let buffer):
-                self.handleText(buffer, from: connection, index: index)
+            case .text(let buffer, let id):
+                self.handleText(buffer, id: id, from: connection, index: index)
             case .binary(let buffer):
                 self.handleBinary(buffer, from: connection, index: index)
             }
         }
+        self.batch.append(.completed(connection))
         self.batch.flush()
     }
 
-    private func handleText(_ buffer: ByteBuffer, from connection: Connection, index: Int) {
+    private func handleText(_ buffer: ByteBuffer, id: String?, from connection: Connection, index: Int) {
         do {
             try self.call(.text, results: 1) { lua in
                 lua.push(index)
                 lua.push(Int(connection.id))
                 buffer.withUnsafeReadableBytes { lua.push(bytes: $0) }
-                return 3
+                lua.push(id)
+                return 4
             }
             if let reply = self.lua.withBytes(at: -1, { ByteBuffer(bytes: $0) }) {
                 self.batch.append(.send(connection, WebSocketFrame(fin: true, opcode: .text, data: reply)))
             }
             self.lua.pop()
         } catch {
-            let (idJSON, type) = self.failedMessage()
+            let type = self.failedMessageType()
             let what = type.map { "handling a \"\($0)\" message" } ?? "handling a message"
             self.report(error, while: what, endpoint: index, connection: connection)
             let text = error.kind == .budget ? "handler ran too long" : "handler failed"
-            self.batch.append(.send(connection, .text(Self.errorReply(text, idJSON: idJSON))))
+            self.batch.append(.send(connection, .text(MessageRouting.error(text, id: id))))
         }
     }
 
@@ -193,17 +195,17 @@ final class ScriptContext {
             self.lua.pop(2)
         } catch {
             self.report(error, while: "handling a binary message", endpoint: index, connection: connection)
-            self.batch.append(.send(connection, .text(Self.errorReply("handler failed", idJSON: nil))))
+            self.batch.append(.send(connection, .text(MessageRouting.error("handler failed"))))
         }
     }
 
-    private func failedMessage() -> (idJSON: String?, type: String?) {
+    private func failedMessageType() -> String? {
         do {
-            try self.call(.failedMessage, results: 2) { _ in 0 }
-            defer { self.lua.pop(2) }
-            return (self.lua.string(at: -2), self.lua.string(at: -1))
+            try self.call(.failedMessage, results: 1) { _ in 0 }
+            defer { self.lua.pop() }
+            return self.lua.string(at: -1)
         } catch {
-            return (nil, nil)
+            return nil
         }
     }
 
@@ -355,14 +357,6 @@ final class ScriptContext {
         if let traceback = error.traceback {
             self.logger.debug("\(traceback)", metadata: metadata)
         }
-    }
-
-    static func errorReply(_ text: String, idJSON: String?) -> String {
-        var reply = #"{"type":"error","error":"\#(text)""#
-        if let idJSON {
-            reply += #","id":\#(idJSON)"#
-        }
-        return reply + "}"
     }
 
     /// `path` resolved against the script's folder, if it lies inside a readable directory.

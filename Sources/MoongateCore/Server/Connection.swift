@@ -14,6 +14,10 @@ final class Connection: Sendable {
     let headers: [String: String]
     let remoteAddress: String?
     let slot: EndpointSlot
+    /// Batches of this client's events (its connect included) handed to the script and not yet
+    /// finished. While any are, the I/O loop must not answer a message itself: its reply would
+    /// overtake theirs.
+    let scriptWork: NIOLoopBoundBox<Int>
 
     init(
         id: UInt64,
@@ -32,6 +36,7 @@ final class Connection: Sendable {
         self.headers = headers
         self.remoteAddress = channel.remoteAddress?.ipAddress
         self.slot = slot
+        self.scriptWork = .makeBoxSendingValue(0, eventLoop: channel.eventLoop)
     }
 
     /// Starts the closing handshake; safe from any thread.

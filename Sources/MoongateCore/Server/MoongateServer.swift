@@ -179,7 +179,7 @@ public final class MoongateServer: Sendable {
         let endpoints = self.endpoints
         let connections = self.connections
         let logger = self.logger
-        let maxMessageSize = self.configuration.maxMessageSize
+        let configuration = self.configuration
         return try await ServerBootstrap(group: self.ioGroup)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -191,7 +191,7 @@ public final class MoongateServer: Sendable {
                         channel: channel,
                         endpoints: endpoints,
                         connections: connections,
-                        maxMessageSize: maxMessageSize,
+                        configuration: configuration,
                         logger: logger
                     )
                 }
@@ -204,9 +204,10 @@ public final class MoongateServer: Sendable {
         channel: any Channel,
         endpoints: EndpointTable,
         connections: ConnectionRegistry,
-        maxMessageSize: Int,
+        configuration: ServerConfiguration,
         logger: Logger
     ) throws {
+        let maxMessageSize = configuration.maxMessageSize
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: max(maxMessageSize, endpoints.largestMessageLimit),
             automaticErrorHandling: true,
@@ -229,7 +230,13 @@ public final class MoongateServer: Sendable {
                     slot: route.slot
                 )
                 let limit = route.slot.binding?.spec.maxMessageSize ?? maxMessageSize
+                // An endpoint that admits large messages may send large ones too.
+                let outboundLimit = max(configuration.maxOutboundBuffer, 2 * limit)
                 return channel.eventLoop.makeCompletedFuture {
+                    try channel.syncOptions?.setOption(
+                        .writeBufferWaterMark,
+                        value: .init(low: outboundLimit / 2, high: outboundLimit)
+                    )
                     try channel.pipeline.syncOperations.addHandlers([
                         FrameValidator(),
                         NIOWebSocketFrameAggregator(

@@ -9,6 +9,9 @@ public struct ServerConfiguration: Sendable {
     public var limits: ScriptLimits
     /// Largest message a client may send, after joining fragments; larger ones close with 1009.
     public var maxMessageSize: Int
+    /// Bytes that may wait to be sent to one client; a client that lets more pile up is too slow
+    /// to keep and is closed with 1008, so it cannot grow the host's memory or stall anyone else.
+    public var maxOutboundBuffer: Int
     /// On SIGTERM, how long clients get to answer close 1001 before their sockets are closed.
     public var shutdownGrace: Double
     public var ioThreads: Int
@@ -19,6 +22,7 @@ public struct ServerConfiguration: Sendable {
         scriptsDirectory: String = "scripts",
         limits: ScriptLimits = ScriptLimits(),
         maxMessageSize: Int = 1 << 20,
+        maxOutboundBuffer: Int = 1 << 20,
         shutdownGrace: Double = 3,
         ioThreads: Int? = nil
     ) {
@@ -27,6 +31,7 @@ public struct ServerConfiguration: Sendable {
         self.scriptsDirectory = scriptsDirectory
         self.limits = limits
         self.maxMessageSize = maxMessageSize
+        self.maxOutboundBuffer = maxOutboundBuffer
         self.shutdownGrace = shutdownGrace
         self.ioThreads = ioThreads ?? System.coreCount
     }

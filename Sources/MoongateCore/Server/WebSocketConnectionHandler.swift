@@ -48,6 +48,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         }
         self.logger.debug("client connected", metadata: ["path": "\(self.connection.path)"])
         self.scheduleNextPing(context: context)
+        self.connection.scriptWork.value += 1
         binding.runtime.connect(self.connection)
     }
 
@@ -78,7 +79,14 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             else {
                 return self.fail(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
             }
-            self.pending.append(.text(text))
+            guard let routing = self.connection.slot.binding?.routing else { return }
+            switch routing.decide(text) {
+            case .reply(let reply, _) where self.pending.isEmpty && self.connection.scriptWork.value == 0:
+                context.write(self.wrapOutboundOut(.text(reply)), promise: nil)
+                self.needsFlush = true
+            case .reply(_, let id), .script(let id):
+                self.pending.append(.text(text, id: id))
+            }
         case .binary:
             guard case .open = self.closeState else { return }
             self.pending.append(.binary(frame.unmaskedData))
@@ -100,7 +108,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         if !self.pending.isEmpty {
             let messages = self.pending
             self.pending = []
-            self.connection.slot.binding?.runtime.deliver(messages, from: self.connection)
+            if let runtime = self.connection.slot.binding?.runtime {
+                self.connection.scriptWork.value += 1
+                runtime.deliver(messages, from: self.connection)
+            }
         }
         if self.needsFlush {
             self.needsFlush = false
@@ -181,6 +192,16 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         let loopBoundContext = context.loopBound
         context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
             .whenComplete { _ in loopBoundContext.value.close(promise: nil) }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if !context.channel.isWritable, case .open = self.closeState {
+            // More than the outbound limit is waiting for this client: stop feeding it.
+            self.connection.slot.fanout.remove(self.connection)
+            self.logger.info("slow consumer: outbound buffer limit exceeded, closing")
+            self.startClosing(code: .policyViolation, reason: "slow consumer: outbound buffer limit exceeded", context: context)
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

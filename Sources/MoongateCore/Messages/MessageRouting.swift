@@ -1,0 +1,86 @@
+import NIOCore
+
+/// Which text messages of an endpoint need its script, and the replies the host gives itself.
+struct MessageRouting: Sendable {
+    let handlerTypes: Set<String>
+    let hasCatchAll: Bool
+    let hasOnText: Bool
+    /// No `on` table but an `on_text`: every text message goes to the script as it is.
+    let isRawText: Bool
+
+    init(spec: EndpointSpec) {
+        var types = Set(spec.handlerTypes)
+        self.hasCatchAll = types.remove("*") != nil
+        self.handlerTypes = types
+        self.hasOnText = spec.onText
+        self.isRawText = spec.onText && spec.handlers == nil
+    }
+
+    enum Decision {
+        /// The script must see it; `id` is the raw text of its top-level id, if any.
+        case script(id: String?)
+        /// The host can answer by itself (unless earlier messages are still with the script).
+        case reply(ByteBuffer, id: String?)
+    }
+
+    func decide(_ text: ByteBuffer) -> Decision {
+        if self.isRawText {
+            return .script(id: nil)
+        }
+        return text.withUnsafeReadableBytes { bytes in
+            switch JSONEnvelope.scan(bytes) {
+            case .invalid(let reason):
+                return self.hasOnText ? .script(id: nil) : .reply(Self.error("invalid JSON: \(reason)"), id: nil)
+            case .notAnObject:
+                return self.hasOnText ? .script(id: nil) : .reply(Self.error(Self.notAnObject), id: nil)
+            case .object(let envelope):
+                let id = envelope.id.map { String(decoding: bytes[$0], as: UTF8.self) }
+                switch envelope.type {
+                case .string(let type) where !envelope.hasEscapedKeys:
+                    if self.handlerTypes.contains(type) || self.hasCatchAll {
+                        return .script(id: id)
+                    }
+                    return .reply(Self.ack(id: id), id: id)
+                case .absent where !self.hasCatchAll && !envelope.hasEscapedKeys:
+                    return .reply(Self.ack(id: id), id: id)
+                default:
+                    return .script(id: id)
+                }
+            }
+        }
+    }
+
+    static let notAnObject = "expected a JSON object with a \"type\" field"
+
+    static func ack(id: String?) -> ByteBuffer {
+        guard let id else { return ByteBuffer(string: #"{"type":"ack","received":true}"#) }
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(38 + id.utf8.count)
+        buffer.writeString(#"{"type":"ack","received":true,"id":"#)
+        buffer.writeString(id)
+        buffer.writeString("}")
+        return buffer
+    }
+
+    static func error(_ text: String, id: String? = nil) -> ByteBuffer {
+        var reply = #"{"type":"error","error":"\#(Self.escape(text))""#
+        if let id {
+            reply += #","id":\#(id)"#
+        }
+        return ByteBuffer(string: reply + "}")
+    }
+
+    /// Escapes a host-written message for a JSON string (our messages are ASCII).
+    private static func escape(_ text: String) -> String {
+        var escaped = ""
+        for character in text.unicodeScalars {
+            switch character {
+            case "\"": escaped += "\\\""
+            case "\\": escaped += "\\\\"
+            case "\u{0}"..."\u{1F}": escaped += "?"
+            default: escaped.unicodeScalars.append(character)
+            }
+        }
+        return escaped
+    }
+}
