@@ -10,7 +10,8 @@ struct OutboundBatch {
         /// Writes the initial message (if any), then adds the client to its endpoint's fan-out, so
         /// it receives every broadcast issued after its initial payload was computed.
         case join(Connection, initial: WebSocketFrame?)
-        case broadcast(Fanout, WebSocketFrame, pathFilter: String?)
+        /// `frame` holds a complete serialised frame, written as it is to every member.
+        case broadcast(Fanout, frame: ByteBuffer, pathFilter: String?)
         case close(Connection, WebSocketErrorCode, reason: String)
         /// The script finished a batch of this client's events (see `Connection.scriptWork`).
         case completed(Connection)
@@ -18,9 +19,20 @@ struct OutboundBatch {
 
     private var operations: [ObjectIdentifier: (loop: any EventLoop, operations: [Operation])] = [:]
     private let ioLoops: [any EventLoop]
+    private let serializer = FrameSerializer()
 
     init(ioLoops: [any EventLoop]) {
         self.ioLoops = ioLoops
+    }
+
+    /// Frames `frame` once; every member of each target's fan-out (on its path filter, if any)
+    /// gets those same bytes.
+    mutating func appendBroadcast(_ frame: WebSocketFrame, to targets: [(fanout: Fanout, pathFilter: String?)]) {
+        guard !targets.isEmpty else { return }
+        let serialized = self.serializer.serialize(frame)
+        for target in targets {
+            self.append(.broadcast(target.fanout, frame: serialized, pathFilter: target.pathFilter))
+        }
     }
 
     var isEmpty: Bool { self.operations.isEmpty }
@@ -57,6 +69,11 @@ struct OutboundBatch {
             connection.channel.write(frame, promise: nil)
             touched[connection.id] = connection.channel
         }
+        func write(serialized frame: ByteBuffer, to connection: Connection) {
+            guard let writer = connection.preEncodedWriter.value else { return }
+            writer.write(NIOAny(frame), promise: nil)
+            touched[connection.id] = connection.channel
+        }
         for operation in operations {
             switch operation {
             case .send(let connection, let frame):
@@ -71,7 +88,7 @@ struct OutboundBatch {
             case .broadcast(let fanout, let frame, let pathFilter):
                 fanout.forEachMember(on: loop) { connection in
                     if pathFilter == nil || connection.path == pathFilter {
-                        write(frame, to: connection)
+                        write(serialized: frame, to: connection)
                     }
                 }
             case .close(let connection, let code, let reason):

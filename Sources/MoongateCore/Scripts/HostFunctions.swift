@@ -79,7 +79,7 @@ enum HostFunctions {
         guard let slot = context.slot(at: index) else {
             return fail(context, "broadcast is not available while the script is loading")
         }
-        context.batch.append(.broadcast(slot.fanout, WebSocketFrame(fin: true, opcode: .text, data: payload), pathFilter: nil))
+        context.batch.appendBroadcast(.text(payload), to: [(slot.fanout, nil)])
         return 0
     }
 
@@ -90,10 +90,7 @@ enum HostFunctions {
             return fail(context, "publish expects a path and a message")
         }
         let targets = context.services.endpoints.publishTargets(for: path)
-        let frame = WebSocketFrame(fin: true, opcode: .text, data: payload)
-        for target in targets {
-            context.batch.append(.broadcast(target.slot.fanout, frame, pathFilter: target.pathFilter))
-        }
+        context.batch.appendBroadcast(.text(payload), to: targets.map { ($0.slot.fanout, $0.pathFilter) })
         lua.push(targets.count)
         return 1
     }

@@ -315,7 +315,7 @@ final class ScriptContext {
             }
             guard let value, value != slot.snapshot else { return }
             slot.snapshot = value
-            self.batch.append(.broadcast(slot.fanout, .text(value), pathFilter: nil))
+            self.batch.appendBroadcast(.text(value), to: [(slot.fanout, nil)])
             self.batch.flush()
         } catch {
             // A poll that keeps failing the same way is logged once, not every tick.
@@ -334,7 +334,7 @@ final class ScriptContext {
                 return 1
             }
             if let value = self.lua.string(at: -1) {
-                self.batch.append(.broadcast(slot.fanout, .text(value), pathFilter: nil))
+                self.batch.appendBroadcast(.text(value), to: [(slot.fanout, nil)])
             }
             self.lua.pop()
         } catch {

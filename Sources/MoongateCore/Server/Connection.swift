@@ -18,6 +18,8 @@ final class Connection: Sendable {
     /// finished. While any are, the I/O loop must not answer a message itself: its reply would
     /// overtake theirs.
     let scriptWork: NIOLoopBoundBox<Int>
+    /// Where already-serialised frames are written, below the frame encoder (see `PreEncodedFrameGateway`).
+    let preEncodedWriter: NIOLoopBoundBox<ChannelHandlerContext?>
 
     init(
         id: UInt64,
@@ -37,6 +39,7 @@ final class Connection: Sendable {
         self.remoteAddress = channel.remoteAddress?.ipAddress
         self.slot = slot
         self.scriptWork = .makeBoxSendingValue(0, eventLoop: channel.eventLoop)
+        self.preEncodedWriter = .makeEmptyBox(eventLoop: channel.eventLoop)
     }
 
     /// Starts the closing handshake; safe from any thread.

@@ -237,6 +237,11 @@ public final class MoongateServer: Sendable {
                         .writeBufferWaterMark,
                         value: .init(low: outboundLimit / 2, high: outboundLimit)
                     )
+                    let encoder = try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self)
+                    try channel.pipeline.syncOperations.addHandler(
+                        PreEncodedFrameGateway(connection: connection),
+                        position: .before(encoder)
+                    )
                     try channel.pipeline.syncOperations.addHandlers([
                         FrameValidator(),
                         NIOWebSocketFrameAggregator(

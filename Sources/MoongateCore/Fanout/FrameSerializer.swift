@@ -1,0 +1,51 @@
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+
+/// Turns a frame into the exact bytes NIO's `WebSocketFrameEncoder` puts on the wire, as one
+/// buffer, so a broadcast is framed once and every recipient gets the same bytes. Confined to the
+/// script loop that owns it.
+final class FrameSerializer {
+    private let channel = EmbeddedChannel(handler: WebSocketFrameEncoder())
+
+    func serialize(_ frame: WebSocketFrame) -> ByteBuffer {
+        do {
+            try self.channel.writeOutbound(frame)
+            var bytes = ByteBuffer()
+            bytes.reserveCapacity(frame.length + 10)
+            while let part = try self.channel.readOutbound(as: ByteBuffer.self) {
+                bytes.writeImmutableBuffer(part)
+            }
+            return bytes
+        } catch {
+            preconditionFailure("encoding a server frame in memory cannot fail: \(error)")
+        }
+    }
+}
+
+@available(*, unavailable)
+extension FrameSerializer: Sendable {}
+
+/// Sits on the socket side of the frame encoder so that already-serialised frames can be written
+/// to the connection without being framed again. Registers its context with the connection.
+final class PreEncodedFrameGateway: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let connection: Connection
+
+    init(connection: Connection) {
+        self.connection = connection
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.connection.preEncodedWriter.value = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.connection.preEncodedWriter.value = nil
+    }
+}
+
+@available(*, unavailable)
+extension PreEncodedFrameGateway: Sendable {}
