@@ -28,12 +28,16 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds clients get to answer close 1001 on shutdown.")
     var shutdownGrace: Double = 3
 
+    @Option(name: .long, help: "I/O event loop threads (default: one per core this process may use).")
+    var ioThreads: Int?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
         guard (0...65535).contains(self.port) else { throw ValidationError("--port must be 0...65535") }
         guard self.maxMessageSize > 0 else { throw ValidationError("--max-message-size must be positive") }
         guard self.maxOutboundBuffer > 0 else { throw ValidationError("--max-outbound-buffer must be positive") }
+        guard (self.ioThreads ?? 1) >= 1 else { throw ValidationError("--io-threads must be at least 1") }
         guard self.shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be >= 0") }
     }
 
@@ -46,7 +50,8 @@ struct ServeCommand: AsyncParsableCommand {
             limits: self.scripts.limits,
             maxMessageSize: self.maxMessageSize,
             maxOutboundBuffer: self.maxOutboundBuffer,
-            shutdownGrace: self.shutdownGrace
+            shutdownGrace: self.shutdownGrace,
+            ioThreads: self.ioThreads
         )
         let server = MoongateServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(

@@ -64,15 +64,15 @@ struct OutboundBatch {
     }
 
     private static func perform(_ operations: [Operation], on loop: any EventLoop) {
-        var touched: [UInt64: any Channel] = [:]
+        var touched: [UInt64: Connection] = [:]
         func write(_ frame: WebSocketFrame, to connection: Connection) {
             connection.channel.write(frame, promise: nil)
-            touched[connection.id] = connection.channel
+            touched[connection.id] = connection
         }
         func write(serialized frame: ByteBuffer, to connection: Connection) {
             guard let writer = connection.preEncodedWriter.value else { return }
             writer.write(NIOAny(frame), promise: nil)
-            touched[connection.id] = connection.channel
+            touched[connection.id] = connection
         }
         for operation in operations {
             switch operation {
@@ -92,16 +92,14 @@ struct OutboundBatch {
                     }
                 }
             case .close(let connection, let code, let reason):
-                if let channel = touched.removeValue(forKey: connection.id) {
-                    channel.flush()
-                }
+                touched.removeValue(forKey: connection.id)?.flush()
                 connection.close(code: code, reason: reason)
             case .completed(let connection):
                 connection.scriptWork.value -= 1
             }
         }
-        for channel in touched.values {
-            channel.flush()
+        for connection in touched.values {
+            connection.flush()
         }
     }
 }

@@ -1,7 +1,8 @@
 import NIOConcurrencyHelpers
 
 /// Which script serves an endpoint right now: swapped on reload, cleared when the endpoint goes.
-struct EndpointBinding: Sendable {
+/// A class, so reading it for every message costs one retain, not a copy of the spec.
+final class EndpointBinding: Sendable {
     let runtime: ScriptRuntime
     /// 1-based index of the endpoint among those its script declared.
     let index: Int

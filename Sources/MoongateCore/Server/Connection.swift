@@ -42,6 +42,15 @@ final class Connection: Sendable {
         self.preEncodedWriter = .makeEmptyBox(eventLoop: channel.eventLoop)
     }
 
+    /// Flushes from the socket side of the pipeline, past every handler; must run on the channel's loop.
+    func flush() {
+        if let writer = self.preEncodedWriter.value {
+            writer.flush()
+        } else {
+            self.channel.flush()
+        }
+    }
+
     /// Starts the closing handshake; safe from any thread.
     func close(code: WebSocketErrorCode, reason: String) {
         self.channel.pipeline.fireUserInboundEventTriggered(CloseRequest(code: code, reason: reason))

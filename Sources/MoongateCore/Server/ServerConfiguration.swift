@@ -33,6 +33,6 @@ public struct ServerConfiguration: Sendable {
         self.maxMessageSize = maxMessageSize
         self.maxOutboundBuffer = maxOutboundBuffer
         self.shutdownGrace = shutdownGrace
-        self.ioThreads = ioThreads ?? System.coreCount
+        self.ioThreads = ioThreads ?? ProcessorCount.available
     }
 }

@@ -74,9 +74,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         case .text:
             guard case .open = self.closeState else { return }
             let text = frame.unmaskedData
-            guard text.readableBytesView.withContiguousStorageIfAvailable({ String(validating: $0, as: UTF8.self) != nil })
-                ?? (String(validating: Array(text.readableBytesView), as: UTF8.self) != nil)
-            else {
+            guard text.isValidUTF8 else {
                 return self.fail(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
             }
             guard let routing = self.connection.slot.binding?.routing else { return }
@@ -145,7 +143,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             let code = payload.readInteger(as: UInt16.self)!
             if !CloseCode.isValidReceived(code) {
                 reply = .protocolError
-            } else if String(validating: Array(payload.readableBytesView), as: UTF8.self) == nil {
+            } else if !payload.isValidUTF8 {
                 reply = .dataInconsistentWithMessage
             } else {
                 reply = WebSocketErrorCode(codeNumber: Int(code))
