@@ -31,6 +31,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "I/O event loop threads (default: one per core this process may use).")
     var ioThreads: Int?
 
+    @Option(
+        name: .long,
+        help: "Bearer token required by POST /sessions/{id}/events (default: $MOONGATE_SESSION_TOKEN; unset: no token)."
+    )
+    var sessionToken: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -51,7 +57,8 @@ struct ServeCommand: AsyncParsableCommand {
             maxMessageSize: self.maxMessageSize,
             maxOutboundBuffer: self.maxOutboundBuffer,
             shutdownGrace: self.shutdownGrace,
-            ioThreads: self.ioThreads
+            ioThreads: self.ioThreads,
+            sessionToken: self.sessionToken ?? ProcessInfo.processInfo.environment["MOONGATE_SESSION_TOKEN"]
         )
         let server = MoongateServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(

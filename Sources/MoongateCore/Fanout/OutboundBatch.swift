@@ -85,6 +85,7 @@ struct OutboundBatch {
                     write(initial, to: connection)
                 }
                 connection.slot.fanout.add(connection)
+                connection.updateSessionCursor { $0.joined = true }
             case .broadcast(let fanout, let frame, let pathFilter):
                 fanout.forEachMember(on: loop) { connection in
                     if pathFilter == nil || connection.path == pathFilter {

@@ -12,8 +12,11 @@ struct JSONEnvelope: Equatable {
     }
 
     var type: TypeField = .absent
-    /// Byte range of the `"id"` value in the scanned text.
+    /// Byte ranges of the `"id"`, `"seq"`, `"last_seq"` and `"epoch"` values in the scanned text.
     var id: Range<Int>?
+    var seq: Range<Int>?
+    var lastSeq: Range<Int>?
+    var epoch: Range<Int>?
     /// A top-level key used escapes, so key matching needs the full decoder.
     var hasEscapedKeys = false
 
@@ -42,6 +45,43 @@ struct JSONEnvelope: Equatable {
         } catch {
             return .invalid(error.description)
         }
+    }
+}
+
+extension JSONEnvelope {
+    /// The byte ranges of the elements of a top-level JSON array, or nil if `bytes` is not one.
+    static func arrayElements(_ bytes: UnsafeRawBufferPointer) -> Result<[Range<Int>], ScanFailure> {
+        var scanner = Scanner(bytes: bytes)
+        do throws(Scanner.Failure) {
+            var ranges: [Range<Int>] = []
+            scanner.skipWhitespace()
+            try scanner.expect(UInt8(ascii: "["), "'['")
+            scanner.skipWhitespace()
+            if scanner.peek() == UInt8(ascii: "]") {
+                scanner.index += 1
+            } else {
+                while true {
+                    scanner.skipWhitespace()
+                    let start = scanner.index
+                    try scanner.scanValue(depth: 1)
+                    ranges.append(start..<scanner.index)
+                    scanner.skipWhitespace()
+                    guard let byte = scanner.peek() else { throw Scanner.Failure("unexpected end of text", at: scanner.index) }
+                    scanner.index += 1
+                    if byte == UInt8(ascii: "]") { break }
+                    guard byte == UInt8(ascii: ",") else { throw Scanner.Failure("expected ',' or ']'", at: scanner.index - 1) }
+                }
+            }
+            scanner.skipWhitespace()
+            guard scanner.isAtEnd else { throw Scanner.Failure("unexpected data after the JSON value", at: scanner.index) }
+            return .success(ranges)
+        } catch {
+            return .failure(ScanFailure(description: error.description))
+        }
+    }
+
+    struct ScanFailure: Error {
+        let description: String
     }
 }
 
@@ -106,6 +146,15 @@ private struct Scanner {
             } else if key.elementsEqual("id".utf8) {
                 try self.scanValue(depth: 1)
                 envelope.id = valueStart..<self.index
+            } else if key.elementsEqual("seq".utf8) {
+                try self.scanValue(depth: 1)
+                envelope.seq = valueStart..<self.index
+            } else if key.elementsEqual("last_seq".utf8) {
+                try self.scanValue(depth: 1)
+                envelope.lastSeq = valueStart..<self.index
+            } else if key.elementsEqual("epoch".utf8) {
+                try self.scanValue(depth: 1)
+                envelope.epoch = valueStart..<self.index
             } else {
                 try self.scanValue(depth: 1)
             }

@@ -13,6 +13,8 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
     public var pingTimeout: Double
     public var heartbeatEvery: Double?
     public var maxMessageSize: Int?
+    /// Present when the endpoint streams a session per client (`session = { ... }`).
+    public var session: SessionSettings?
 
     enum CodingKeys: String, CodingKey {
         case path, `where`, initial, handlers
@@ -23,6 +25,7 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
         case pingTimeout = "ping_timeout"
         case heartbeatEvery = "heartbeat_every"
         case maxMessageSize = "max_message_size"
+        case session
     }
 
     public var handlerTypes: [String] {
@@ -38,6 +41,7 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
         if self.onText { parts.append("on_text") }
         if self.onBinary { parts.append("on_binary") }
         if let every = self.heartbeatEvery { parts.append("heartbeat every \(every.formattedSeconds)") }
+        if let session = self.session { parts.append("session :\(session.param) (history \(session.history))") }
         parts.append(
             self.pingEvery > 0
                 ? "ping every \(self.pingEvery.formattedSeconds), timeout \(self.pingTimeout.formattedSeconds)"

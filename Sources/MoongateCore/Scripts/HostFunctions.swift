@@ -23,6 +23,9 @@ enum HostFunctions {
             ("env", { state in HostFunctions.env(ScriptContext.current(state!)) }),
             ("read_file", { state in HostFunctions.readFile(ScriptContext.current(state!)) }),
             ("file_mtime", { state in HostFunctions.fileModificationTime(ScriptContext.current(state!)) }),
+            ("emit", { state in HostFunctions.emit(ScriptContext.current(state!)) }),
+            ("close_session", { state in HostFunctions.closeSession(ScriptContext.current(state!)) }),
+            ("session_status", { state in HostFunctions.sessionStatus(ScriptContext.current(state!)) }),
         ])
     }
 
@@ -191,6 +194,42 @@ enum HostFunctions {
         } else {
             context.lua.pushNil()
         }
+        return 1
+    }
+
+    /// host.emit(session_id, event_json, endpoint_index?) -> seq
+    private static func emit(_ context: ScriptContext) -> Int32 {
+        let lua = context.lua
+        guard let id = lua.string(at: 1), let event = payload(lua, at: 2) else {
+            return fail(context, "emit expects a session id and an event")
+        }
+        let settings = lua.integer(at: 3).flatMap { index in
+            context.specs.indices.contains(index - 1) ? context.specs[index - 1].session : nil
+        }
+        switch context.services.sessions.emit(into: id, object: event, settings: settings) {
+        case .success(let seq):
+            lua.push(Int(seq))
+            return 1
+        case .failure(let error):
+            return fail(context, "emit: \(error)")
+        }
+    }
+
+    /// host.close_session(session_id)
+    private static func closeSession(_ context: ScriptContext) -> Int32 {
+        guard let id = context.lua.string(at: 1) else {
+            return fail(context, "close_session expects a session id")
+        }
+        context.services.sessions.existing(id)?.close()
+        return 0
+    }
+
+    /// host.session_status(session_id) -> JSON text, or nil if there is no such session
+    private static func sessionStatus(_ context: ScriptContext) -> Int32 {
+        guard let id = context.lua.string(at: 1) else {
+            return fail(context, "session_status expects a session id")
+        }
+        context.lua.push(context.services.sessions.existing(id)?.status.json)
         return 1
     }
 }

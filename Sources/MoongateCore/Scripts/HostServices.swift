@@ -5,6 +5,7 @@ import NIOCore
 struct HostServices: Sendable {
     let connections: ConnectionRegistry
     let endpoints: EndpointTable
+    let sessions: SessionStore
     let ioLoops: [any EventLoop]
     let limits: ScriptLimits
     let logger: Logger
@@ -14,6 +15,7 @@ struct HostServices: Sendable {
         HostServices(
             connections: ConnectionRegistry(),
             endpoints: EndpointTable(),
+            sessions: SessionStore(),
             ioLoops: [],
             limits: limits,
             logger: logger

@@ -38,7 +38,12 @@ end
 local FIELDS = {
   path = "string", initial = "any", watch = "table", on = "table", on_text = "function",
   on_binary = "function", on_open = "function", on_close = "function", keepalive = "table",
-  heartbeat = "table", max_message_size = "number",
+  heartbeat = "table", max_message_size = "number", session = "table",
+}
+
+local SESSION_FIELDS = {
+  param = "string", history = "number", max_bytes = "number", max_age = "number", retain = "number",
+  closes_on = "table", resume_wait = "number",
 }
 
 local function check(condition, message)
@@ -87,6 +92,24 @@ function endpoint(def)
     check(def.max_message_size >= 1 and def.max_message_size % 1 == 0,
           "'max_message_size' must be a whole number of bytes")
   end
+  if def.session then
+    for key, value in pairs(def.session) do
+      local expected = SESSION_FIELDS[key]
+      check(expected ~= nil, "unknown field 'session." .. tostring(key) .. "'")
+      check(type(value) == expected, "field 'session." .. key .. "' must be a " .. expected)
+    end
+    local session = def.session
+    for _, key in ipairs({ "history", "max_bytes" }) do
+      check(session[key] == nil or (session[key] >= 1 and session[key] % 1 == 0),
+            "'session." .. key .. "' must be a whole number >= 1")
+    end
+    for _, key in ipairs({ "max_age", "retain", "resume_wait" }) do
+      check(session[key] == nil or session[key] >= 0, "'session." .. key .. "' must be a number of seconds >= 0")
+    end
+    for _, kind in ipairs(session.closes_on or {}) do
+      check(type(kind) == "string", "'session.closes_on' must list event types (strings)")
+    end
+  end
   endpoints[#endpoints + 1] = { def = def, where = location(2) }
   return def
 end
@@ -111,6 +134,7 @@ function dispatch.describe()
       ping_timeout = keepalive.timeout or 10,
       heartbeat_every = def.heartbeat and def.heartbeat.every,
       max_message_size = def.max_message_size,
+      session = def.session,
     }
   end
   if #described == 0 then return "[]" end
@@ -297,6 +321,24 @@ function env(name, default)
   local value = host.env(name)
   if value == nil then return default end
   return value
+end
+
+function emit(session, event)
+  if type(session) ~= "string" and type(session) ~= "number" then
+    error("emit expects a session id, got " .. type(session), 2)
+  end
+  if type(event) ~= "table" and type(event) ~= "string" then
+    error("emit expects an event table or JSON object text, got " .. type(event), 2)
+  end
+  return host.emit(tostring(session), encode(event, "event", 2), current)
+end
+
+function close_session(session) host.close_session(tostring(session)) end
+
+function session_status(session)
+  local status = host.session_status(tostring(session))
+  if status == nil then return nil end
+  return decode_json(status)
 end
 
 function read_file(path) return host.read_file(path) end

@@ -20,6 +20,9 @@ final class Connection: Sendable {
     let scriptWork: NIOLoopBoundBox<Int>
     /// Where already-serialised frames are written, below the frame encoder (see `PreEncodedFrameGateway`).
     let preEncodedWriter: NIOLoopBoundBox<ChannelHandlerContext?>
+    /// The session this client watches, for endpoints that declare `session = { ... }`.
+    let session: Session?
+    let sessionCursor: NIOLoopBoundBox<SessionCursor?>
 
     init(
         id: UInt64,
@@ -28,7 +31,8 @@ final class Connection: Sendable {
         params: [String: String],
         query: [String: String],
         headers: [String: String],
-        slot: EndpointSlot
+        slot: EndpointSlot,
+        session: Session? = nil
     ) {
         self.id = id
         self.channel = channel
@@ -40,6 +44,8 @@ final class Connection: Sendable {
         self.slot = slot
         self.scriptWork = .makeBoxSendingValue(0, eventLoop: channel.eventLoop)
         self.preEncodedWriter = .makeEmptyBox(eventLoop: channel.eventLoop)
+        self.session = session
+        self.sessionCursor = .makeEmptyBox(eventLoop: channel.eventLoop)
     }
 
     /// Flushes from the socket side of the pipeline, past every handler; must run on the channel's loop.

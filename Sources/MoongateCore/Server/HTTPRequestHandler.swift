@@ -1,53 +1,76 @@
 import NIOCore
 import NIOHTTP1
 
-/// Answers the plain HTTP requests that reach the server: `/healthz`, a 426 for an endpoint
-/// requested without an upgrade, 404 for anything else. Removed once a connection upgrades.
+/// Answers the plain HTTP requests that reach the server: `/healthz`, the sessions API, a 426 for
+/// an endpoint requested without an upgrade, 404 for anything else. Removed once a connection
+/// upgrades.
 final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     static let name = "moongate.http"
+    /// Largest request body accepted (a batch of session events).
+    static let maxBodySize = 1 << 20
 
     private let endpoints: EndpointTable
+    private let sessionsAPI: SessionsAPI
     private var request: HTTPRequestHead?
+    private var body = ByteBuffer()
+    private var bodyTooLarge = false
 
-    init(endpoints: EndpointTable) {
+    init(endpoints: EndpointTable, sessions: SessionStore, sessionToken: String?) {
         self.endpoints = endpoints
+        self.sessionsAPI = SessionsAPI(store: sessions, token: sessionToken)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.request = head
-        case .body:
-            break
+            self.body.clear()
+            self.bodyTooLarge = false
+        case .body(var chunk):
+            if self.body.readableBytes + chunk.readableBytes > Self.maxBodySize {
+                self.bodyTooLarge = true
+            } else {
+                self.body.writeBuffer(&chunk)
+            }
         case .end:
             guard let head = self.request else { return }
             self.request = nil
-            self.respond(to: head, context: context)
+            self.respond(self.route(head), to: head, context: context)
         }
     }
 
-    private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func route(_ head: HTTPRequestHead) -> HTTPReply {
         let target = RequestTarget(uri: head.uri)
-        var headers = HTTPHeaders()
-        let status: HTTPResponseStatus
-        let body: String
-        if target.path == "/healthz" && (head.method == .GET || head.method == .HEAD) {
-            (status, body) = (.ok, "ok\n")
-        } else if self.endpoints.route(target.path) != nil {
-            headers.add(name: "Upgrade", value: "websocket")
-            (status, body) = (.upgradeRequired, "this is a WebSocket endpoint: connect with a WebSocket client\n")
-        } else {
-            (status, body) = (.notFound, "no endpoint at \(target.path)\n")
+        if target.path == "/healthz" {
+            return head.method == .GET || head.method == .HEAD ? .text(.ok, "ok\n") : .methodNotAllowed("GET")
         }
-        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
-        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+        if let reply = self.sessionsAPI.handle(head, target: target, body: self.bodyTooLarge ? nil : self.body) {
+            return reply
+        }
+        if let route = self.endpoints.route(target.path) {
+            if let param = route.slot.binding?.spec.session?.param,
+                MoongateServer.sessionID(route: route, target: target) == nil
+            {
+                return .text(.badRequest, "this endpoint streams a session: name it with the path or query parameter '\(param)'\n")
+            }
+            var reply = HTTPReply.text(.upgradeRequired, "this is a WebSocket endpoint: connect with a WebSocket client\n")
+            reply.headers.add(name: "Upgrade", value: "websocket")
+            return reply
+        }
+        return .text(.notFound, "no endpoint at \(target.path)\n")
+    }
+
+    private func respond(_ reply: HTTPReply, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        var headers = reply.headers
+        headers.add(name: "Content-Type", value: reply.contentType)
+        headers.add(name: "Content-Length", value: "\(reply.body.utf8.count)")
         headers.add(name: "Connection", value: "close")
-        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)
         if head.method != .HEAD {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: reply.body)))), promise: nil)
         }
         let loopBoundContext = context.loopBound
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in
@@ -58,3 +81,29 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
 
 @available(*, unavailable)
 extension HTTPRequestHandler: Sendable {}
+
+/// A complete HTTP response.
+struct HTTPReply {
+    var status: HTTPResponseStatus
+    var contentType: String
+    var body: String
+    var headers = HTTPHeaders()
+
+    static func text(_ status: HTTPResponseStatus, _ body: String) -> HTTPReply {
+        HTTPReply(status: status, contentType: "text/plain; charset=utf-8", body: body)
+    }
+
+    static func json(_ status: HTTPResponseStatus, _ body: String) -> HTTPReply {
+        HTTPReply(status: status, contentType: "application/json", body: body + "\n")
+    }
+
+    static func error(_ status: HTTPResponseStatus, _ message: String) -> HTTPReply {
+        .json(status, #"{"error":\#(jsonString(message))}"#)
+    }
+
+    static func methodNotAllowed(_ allowed: String) -> HTTPReply {
+        var reply = HTTPReply.error(.methodNotAllowed, "use \(allowed)")
+        reply.headers.add(name: "Allow", value: allowed)
+        return reply
+    }
+}

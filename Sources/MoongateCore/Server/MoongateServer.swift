@@ -14,12 +14,14 @@ public final class MoongateServer: Sendable {
     private let scriptLoops = ScriptLoops()
     private let connections = ConnectionRegistry()
     private let endpoints = EndpointTable()
+    private let sessions = SessionStore()
     private let services: HostServices
     private let state = NIOLockedValueBox(State())
 
     private struct State {
         var runtimes: [ScriptRuntime] = []
         var serverChannel: (any Channel)?
+        var sessionSweeper: RepeatedTask?
         var isShutDown = false
     }
 
@@ -30,6 +32,7 @@ public final class MoongateServer: Sendable {
         self.services = HostServices(
             connections: self.connections,
             endpoints: self.endpoints,
+            sessions: self.sessions,
             ioLoops: Array(self.ioGroup.makeIterator()),
             limits: configuration.limits,
             logger: logger
@@ -47,7 +50,14 @@ public final class MoongateServer: Sendable {
         ).get()
         _ = await self.install(runtimes)
         let channel = try await self.bind()
-        self.state.withLockedValue { $0.serverChannel = channel }
+        let sessions = self.sessions
+        let sweeper = self.ioGroup.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            sessions.sweep()
+        }
+        self.state.withLockedValue { state in
+            state.serverChannel = channel
+            state.sessionSweeper = sweeper
+        }
         let port = channel.localAddress?.port ?? self.configuration.port
         self.logger.info(
             "listening on ws://\(self.configuration.host):\(port)",
@@ -93,6 +103,7 @@ public final class MoongateServer: Sendable {
         let channel: (any Channel)? = self.state.withLockedValue { state in
             guard !state.isShutDown else { return nil }
             state.isShutDown = true
+            state.sessionSweeper?.cancel()
             return state.serverChannel
         }
         try? await channel?.close()
@@ -150,6 +161,9 @@ public final class MoongateServer: Sendable {
             slot.binding = binding
         }
         self.endpoints.replace(with: newSlots)
+        self.sessions.defaultSettings.withLockedValue { defaults in
+            defaults = runtimes.lazy.flatMap(\.specs).compactMap(\.session).first ?? SessionSettings()
+        }
 
         let kept = Set(newSlots.map(ObjectIdentifier.init))
         let removed = oldSlots.values.filter { !kept.contains(ObjectIdentifier($0)) }
@@ -178,6 +192,7 @@ public final class MoongateServer: Sendable {
     private func bind() async throws -> any Channel {
         let endpoints = self.endpoints
         let connections = self.connections
+        let sessions = self.sessions
         let logger = self.logger
         let configuration = self.configuration
         return try await ServerBootstrap(group: self.ioGroup)
@@ -191,6 +206,7 @@ public final class MoongateServer: Sendable {
                         channel: channel,
                         endpoints: endpoints,
                         connections: connections,
+                        sessions: sessions,
                         configuration: configuration,
                         logger: logger
                     )
@@ -204,6 +220,7 @@ public final class MoongateServer: Sendable {
         channel: any Channel,
         endpoints: EndpointTable,
         connections: ConnectionRegistry,
+        sessions: SessionStore,
         configuration: ServerConfiguration,
         logger: Logger
     ) throws {
@@ -212,8 +229,12 @@ public final class MoongateServer: Sendable {
             maxFrameSize: max(maxMessageSize, endpoints.largestMessageLimit),
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
-                let known = endpoints.route(RequestTarget(uri: head.uri).path) != nil
-                return channel.eventLoop.makeSucceededFuture(known ? HTTPHeaders() : nil)
+                let target = RequestTarget(uri: head.uri)
+                // Unknown paths, and session endpoints asked for no session, are answered over HTTP.
+                let acceptable = endpoints.route(target.path).map { route in
+                    route.slot.binding?.spec.session == nil || Self.sessionID(route: route, target: target) != nil
+                } ?? false
+                return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
             },
             upgradePipelineHandler: { channel, head in
                 let target = RequestTarget(uri: head.uri)
@@ -227,7 +248,10 @@ public final class MoongateServer: Sendable {
                     params: route.params,
                     query: target.query,
                     headers: Self.flatten(head.headers),
-                    slot: route.slot
+                    slot: route.slot,
+                    session: route.slot.binding?.spec.session.flatMap { settings in
+                        Self.sessionID(route: route, target: target).map { sessions.session($0, creatingWith: settings) }
+                    }
                 )
                 let limit = route.slot.binding?.spec.maxMessageSize ?? maxMessageSize
                 // An endpoint that admits large messages may send large ones too.
@@ -268,7 +292,17 @@ public final class MoongateServer: Sendable {
             ),
             withErrorHandling: true
         )
-        try channel.pipeline.syncOperations.addHandler(HTTPRequestHandler(endpoints: endpoints), name: HTTPRequestHandler.name)
+        try channel.pipeline.syncOperations.addHandler(
+            HTTPRequestHandler(endpoints: endpoints, sessions: sessions, sessionToken: configuration.sessionToken),
+            name: HTTPRequestHandler.name
+        )
+    }
+
+    /// The session a client of a session endpoint asks for: the path parameter, else the query's.
+    static func sessionID(route: (slot: EndpointSlot, params: [String: String]), target: RequestTarget) -> String? {
+        guard let param = route.slot.binding?.spec.session?.param else { return nil }
+        let id = route.params[param] ?? target.query[param]
+        return id?.isEmpty == false ? id : nil
     }
 
     private static func flatten(_ headers: HTTPHeaders) -> [String: String] {

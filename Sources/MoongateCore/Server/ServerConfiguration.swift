@@ -15,6 +15,8 @@ public struct ServerConfiguration: Sendable {
     /// On SIGTERM, how long clients get to answer close 1001 before their sockets are closed.
     public var shutdownGrace: Double
     public var ioThreads: Int
+    /// When set, `POST /sessions/{id}/events` requires `Authorization: Bearer <token>`.
+    public var sessionToken: String?
 
     public init(
         host: String = "127.0.0.1",
@@ -24,7 +26,8 @@ public struct ServerConfiguration: Sendable {
         maxMessageSize: Int = 1 << 20,
         maxOutboundBuffer: Int = 1 << 20,
         shutdownGrace: Double = 3,
-        ioThreads: Int? = nil
+        ioThreads: Int? = nil,
+        sessionToken: String? = nil
     ) {
         self.host = host
         self.port = port
@@ -34,5 +37,6 @@ public struct ServerConfiguration: Sendable {
         self.maxOutboundBuffer = maxOutboundBuffer
         self.shutdownGrace = shutdownGrace
         self.ioThreads = ioThreads ?? ProcessorCount.available
+        self.sessionToken = sessionToken
     }
 }

@@ -48,6 +48,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         }
         self.logger.debug("client connected", metadata: ["path": "\(self.connection.path)"])
         self.scheduleNextPing(context: context)
+        if let session = self.connection.session {
+            self.attach(to: session, context: context)
+        }
         self.connection.scriptWork.value += 1
         binding.runtime.connect(self.connection)
     }
@@ -58,6 +61,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         self.closeTimeoutTask?.cancel()
         self.connection.slot.fanout.remove(self.connection)
         self.registry.remove(self.connection)
+        self.connection.session?.unsubscribe(self.connection)
         self.connection.slot.binding?.runtime.disconnect(self.connection, code: self.closeCode)
         self.logger.debug("client disconnected", metadata: ["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1006)"])
         context.fireChannelInactive()
@@ -76,6 +80,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             let text = frame.unmaskedData
             guard text.isValidUTF8 else {
                 return self.fail(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
+            }
+            if self.connection.sessionCursor.value?.resumePoint == nil, self.connection.session != nil,
+                self.resumeFromFirstMessage(text)
+            {
+                return
             }
             guard let routing = self.connection.slot.binding?.routing else { return }
             switch routing.decide(text) {
@@ -230,6 +239,47 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             self.logger.debug("connection error: \(error)")
             context.close(promise: nil)
         }
+    }
+
+    // MARK: Sessions
+
+    /// Sends `ready`, then waits (up to `resume_wait`) for where to resume: `last_seq` in the URL
+    /// decides at once; otherwise a `resume` first message, or else every event still held.
+    private func attach(to session: Session, context: ChannelHandlerContext) {
+        session.subscribe(self.connection)
+        let readySeq = session.lastSeq
+        context.writeAndFlush(self.wrapOutboundOut(.text(Connection.readyMessage(session, seq: readySeq))), promise: nil)
+        let query = self.connection.query
+        let point = query["last_seq"].flatMap { UInt64($0) }.map {
+            SessionCursor.ResumePoint(lastSeq: $0, epoch: query["epoch"])
+        }
+        self.connection.sessionCursor.value = SessionCursor(session: session, readySeq: readySeq, resumePoint: point)
+        guard point == nil else { return }
+        let connection = self.connection
+        context.eventLoop.assumeIsolated().scheduleTask(in: .interval(session.settings.resumeWait)) {
+            connection.updateSessionCursor { cursor in
+                if cursor.resumePoint == nil {
+                    cursor.resumePoint = .init(lastSeq: 0, epoch: nil)
+                }
+            }
+        }
+    }
+
+    /// A session client's first message: `{"type":"resume","last_seq":N,"epoch":E}` sets where
+    /// delivery resumes (and is not routed further); anything else means "everything held".
+    private func resumeFromFirstMessage(_ text: ByteBuffer) -> Bool {
+        let point: SessionCursor.ResumePoint? = text.withUnsafeReadableBytes { bytes in
+            guard case .object(let envelope) = JSONEnvelope.scan(bytes), envelope.type == .string("resume") else {
+                return nil
+            }
+            let lastSeq = envelope.lastSeq.flatMap { UInt64(String(decoding: bytes[$0], as: UTF8.self)) } ?? 0
+            let epoch = envelope.epoch.map { String(decoding: bytes[$0], as: UTF8.self).trimmingQuotes }
+            return SessionCursor.ResumePoint(lastSeq: lastSeq, epoch: epoch)
+        }
+        self.connection.updateSessionCursor { cursor in
+            cursor.resumePoint = point ?? .init(lastSeq: 0, epoch: nil)
+        }
+        return point != nil
     }
 
     // MARK: Keep-alive

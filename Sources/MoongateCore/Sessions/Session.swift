@@ -1,0 +1,190 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// One event of a session: its JSON text, with the host's `"seq"` as its first field.
+struct SessionEvent: Sendable {
+    let seq: UInt64
+    let text: ByteBuffer
+    let time: NIODeadline
+}
+
+/// Why an event was not appended.
+enum SessionError: Error, Equatable, CustomStringConvertible {
+    case closed(String)
+    case invalid(String)
+
+    var description: String {
+        switch self {
+        case .closed(let id): return "session \(id) is closed"
+        case .invalid(let reason): return reason
+        }
+    }
+}
+
+/// A named stream of events with sequence numbers 1, 2, 3, ... and an epoch fixed at creation.
+/// Its bounded history outlives every connection: a disconnect never deletes or closes it.
+/// Thread-safe; appends are serialised by its lock, so seqs are gap-free and ordered.
+final class Session: Sendable {
+    let id: String
+    let epoch: String
+    let settings: SessionSettings
+    private let state: NIOLockedValueBox<State>
+
+    private struct State {
+        var events = CircularBuffer<SessionEvent>()
+        var lastSeq: UInt64 = 0
+        var bytes = 0
+        var closedAt: NIODeadline?
+        var lastActivity: NIODeadline
+        var subscribers: [UInt64: Connection] = [:]
+    }
+
+    init(id: String, settings: SessionSettings, now: NIODeadline = .now()) {
+        self.id = id
+        self.epoch = Self.makeEpoch()
+        self.settings = settings
+        self.state = NIOLockedValueBox(State(lastActivity: now))
+    }
+
+    private static func makeEpoch() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<2).map { _ in String(generator.next() as UInt64, radix: 16) }.joined()
+    }
+
+    /// Appends a JSON object (already validated as one) and returns its seq and who to notify.
+    func append(object text: ByteBuffer, type: String?, now: NIODeadline = .now()) -> Result<(seq: UInt64, subscribers: [Connection]), SessionError> {
+        self.state.withLockedValue { state in
+            if state.closedAt != nil {
+                return .failure(.closed(self.id))
+            }
+            let seq = state.lastSeq + 1
+            let event = SessionEvent(seq: seq, text: Self.stamp(text, seq: seq), time: now)
+            state.lastSeq = seq
+            state.events.append(event)
+            state.bytes += event.text.readableBytes
+            state.lastActivity = now
+            if let type, self.settings.closesOn.contains(type) {
+                state.closedAt = now
+            }
+            Self.evict(&state, settings: self.settings, now: now)
+            return .success((seq, Array(state.subscribers.values)))
+        }
+    }
+
+    /// Events after `seq`, and whether some events right after it are no longer held (a gap).
+    func events(after seq: UInt64) -> (events: [SessionEvent], gap: Bool, lastSeq: UInt64) {
+        self.state.withLockedValue { state in
+            guard seq < state.lastSeq else { return ([], false, state.lastSeq) }
+            let firstHeld = state.events.first?.seq ?? (state.lastSeq + 1)
+            let gap = seq + 1 < firstHeld
+            let start = seq + 1 < firstHeld ? 0 : Int(seq + 1 - firstHeld)
+            return (Array(state.events[state.events.index(state.events.startIndex, offsetBy: start)...]), gap, state.lastSeq)
+        }
+    }
+
+    var lastSeq: UInt64 { self.state.withLockedValue { $0.lastSeq } }
+
+    var isClosed: Bool { self.state.withLockedValue { $0.closedAt != nil } }
+
+    func close(now: NIODeadline = .now()) {
+        self.state.withLockedValue { state in
+            if state.closedAt == nil {
+                state.closedAt = now
+            }
+        }
+    }
+
+    func subscribe(_ connection: Connection) {
+        self.state.withLockedValue { $0.subscribers[connection.id] = connection }
+    }
+
+    func unsubscribe(_ connection: Connection) {
+        self.state.withLockedValue { state in
+            state.subscribers[connection.id] = nil
+            state.lastActivity = .now()
+        }
+    }
+
+    /// Drops events past their age; true once the session may be freed: closed and past its
+    /// retention, or idle (no subscriber, nothing held) for as long.
+    func sweep(now: NIODeadline) -> Bool {
+        self.state.withLockedValue { state in
+            Self.evict(&state, settings: self.settings, now: now)
+            let retention = TimeAmount.interval(self.settings.retain)
+            if let closedAt = state.closedAt {
+                return now - closedAt >= retention
+            }
+            return state.subscribers.isEmpty && state.events.isEmpty && now - state.lastActivity >= retention
+        }
+    }
+
+    var status: SessionStatus {
+        self.state.withLockedValue { state in
+            SessionStatus(
+                session: self.id,
+                state: state.closedAt == nil ? "open" : "closed",
+                epoch: self.epoch,
+                firstSeq: state.events.first?.seq,
+                lastSeq: state.lastSeq,
+                count: state.events.count,
+                bytes: state.bytes,
+                subscribers: state.subscribers.count
+            )
+        }
+    }
+
+    private static func evict(_ state: inout State, settings: SessionSettings, now: NIODeadline) {
+        let maxAge = TimeAmount.interval(settings.maxAge)
+        while let first = state.events.first,
+            state.events.count > settings.history || state.bytes > settings.maxBytes || now - first.time > maxAge
+        {
+            state.bytes -= first.text.readableBytes
+            state.events.removeFirst()
+        }
+    }
+
+    /// `{...}` becomes `{"seq":N,...}`.
+    static func stamp(_ object: ByteBuffer, seq: UInt64) -> ByteBuffer {
+        var source = object
+        while let byte = source.readableBytesView.first, byte != UInt8(ascii: "{") {
+            source.moveReaderIndex(forwardBy: 1)
+        }
+        source.moveReaderIndex(forwardBy: 1)
+        let isEmpty = source.readableBytesView.first(where: { ![0x20, 0x0A, 0x0D, 0x09].contains($0) }) == UInt8(ascii: "}")
+        var stamped = ByteBuffer()
+        stamped.reserveCapacity(source.readableBytes + 24)
+        stamped.writeString(#"{"seq":\#(seq)"#)
+        if isEmpty {
+            stamped.writeString("}")
+        } else {
+            stamped.writeString(",")
+            stamped.writeImmutableBuffer(source)
+        }
+        return stamped
+    }
+}
+
+/// What `GET /sessions/{id}` and `session_status(id)` report.
+struct SessionStatus: Sendable, Encodable, Equatable {
+    var session: String
+    var state: String
+    var epoch: String
+    var firstSeq: UInt64?
+    var lastSeq: UInt64
+    var count: Int
+    var bytes: Int
+    var subscribers: Int
+
+    enum CodingKeys: String, CodingKey {
+        case session, state, epoch, count, bytes, subscribers
+        case firstSeq = "first_seq"
+        case lastSeq = "last_seq"
+    }
+
+    var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "{}"
+    }
+}

@@ -1,0 +1,42 @@
+/// How a session's history is bounded and when it ends; declared per endpoint with
+/// `session = { ... }`, host defaults otherwise.
+public struct SessionSettings: Sendable, Equatable, Decodable {
+    /// Path parameter (or, failing that, query parameter) that names the session.
+    public var param: String = "session"
+    /// Events kept, at most.
+    public var history: Int = 1000
+    /// Bytes of event text kept, at most.
+    public var maxBytes: Int = 1 << 20
+    /// Seconds an event is kept, at most.
+    public var maxAge: Double = 3600
+    /// Seconds a closed session stays readable before it is freed.
+    public var retain: Double = 600
+    /// Event types that close the session.
+    public var closesOn: [String] = ["complete", "error"]
+    /// Seconds a client without `last_seq` in its URL has to send `{"type":"resume"}` as its first
+    /// message before live delivery starts from its `ready` seq.
+    public var resumeWait: Double = 0.5
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case param, history, retain
+        case maxBytes = "max_bytes"
+        case maxAge = "max_age"
+        case closesOn = "closes_on"
+        case resumeWait = "resume_wait"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let defaults = SessionSettings()
+        self.param = try container.decodeIfPresent(String.self, forKey: .param) ?? defaults.param
+        self.history = try container.decodeIfPresent(Int.self, forKey: .history) ?? defaults.history
+        self.maxBytes = try container.decodeIfPresent(Int.self, forKey: .maxBytes) ?? defaults.maxBytes
+        self.maxAge = try container.decodeIfPresent(Double.self, forKey: .maxAge) ?? defaults.maxAge
+        self.retain = try container.decodeIfPresent(Double.self, forKey: .retain) ?? defaults.retain
+        // cjson encodes an empty list as {}, which means "closes on nothing".
+        self.closesOn = (try? container.decodeIfPresent([String].self, forKey: .closesOn)) ?? (container.contains(.closesOn) ? [] : defaults.closesOn)
+        self.resumeWait = try container.decodeIfPresent(Double.self, forKey: .resumeWait) ?? defaults.resumeWait
+    }
+}

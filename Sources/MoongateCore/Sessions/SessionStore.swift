@@ -1,0 +1,64 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Every session by id. Sessions are created on first use (a client connecting or an event
+/// emitted) and freed by the sweeper once closed and past retention, or long idle.
+final class SessionStore: Sendable {
+    private let sessions = NIOLockedValueBox<[String: Session]>([:])
+    /// Settings for sessions created where no endpoint says otherwise (the HTTP API, say).
+    let defaultSettings = NIOLockedValueBox(SessionSettings())
+
+    func session(_ id: String, creatingWith settings: SessionSettings? = nil) -> Session {
+        self.sessions.withLockedValue { sessions in
+            if let existing = sessions[id] {
+                return existing
+            }
+            let created = Session(id: id, settings: settings ?? self.defaultSettings.withLockedValue { $0 })
+            sessions[id] = created
+            return created
+        }
+    }
+
+    func existing(_ id: String) -> Session? {
+        self.sessions.withLockedValue { $0[id] }
+    }
+
+    var count: Int { self.sessions.withLockedValue { $0.count } }
+
+    /// Appends a JSON object to a session (creating it) and wakes its subscribers.
+    func emit(into id: String, object text: ByteBuffer, settings: SessionSettings? = nil) -> Result<UInt64, SessionError> {
+        let envelope: JSONEnvelope
+        switch text.withUnsafeReadableBytes({ JSONEnvelope.scan($0) }) {
+        case .invalid(let reason): return .failure(.invalid("invalid JSON: \(reason)"))
+        case .notAnObject: return .failure(.invalid("an event must be a JSON object"))
+        case .object(let scanned): envelope = scanned
+        }
+        guard envelope.seq == nil else {
+            return .failure(.invalid("\"seq\" is assigned by the host; remove it from the event"))
+        }
+        var type: String?
+        if case .string(let value) = envelope.type {
+            type = value
+        }
+        let session = self.session(id, creatingWith: settings)
+        return session.append(object: text, type: type).map { appended in
+            for subscriber in appended.subscribers {
+                subscriber.channel.eventLoop.execute {
+                    subscriber.deliverSessionEvents()
+                }
+            }
+            return appended.seq
+        }
+    }
+
+    func sweep(now: NIODeadline = .now()) {
+        let all = self.sessions.withLockedValue { Array($0.values) }
+        let expired = all.filter { $0.sweep(now: now) }
+        guard !expired.isEmpty else { return }
+        self.sessions.withLockedValue { sessions in
+            for session in expired where sessions[session.id] === session {
+                sessions[session.id] = nil
+            }
+        }
+    }
+}

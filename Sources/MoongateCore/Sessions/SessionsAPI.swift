@@ -1,0 +1,108 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// The HTTP face of sessions, for producers that are not WebSocket clients:
+/// `POST /sessions/{id}/events` appends (a JSON object or an array of them) and returns the seqs,
+/// `GET /sessions/{id}/events?after=N` returns the history held, `GET /sessions/{id}` the status.
+struct SessionsAPI {
+    let store: SessionStore
+    /// When set, appending requires `Authorization: Bearer <token>`.
+    let token: String?
+
+    private static let eventsPattern = PathPattern("/sessions/:id/events")
+    private static let statusPattern = PathPattern("/sessions/:id")
+
+    /// The reply, or nil if the path is not part of this API. `body` is nil when it was too large.
+    func handle(_ head: HTTPRequestHead, target: RequestTarget, body: ByteBuffer?) -> HTTPReply? {
+        if let id = Self.eventsPattern.match(target.path)?["id"] {
+            switch head.method {
+            case .POST: return self.append(to: id, head: head, body: body)
+            case .GET, .HEAD: return self.history(of: id, after: target.query["after"])
+            default: return .methodNotAllowed("GET, POST")
+            }
+        }
+        if let id = Self.statusPattern.match(target.path)?["id"] {
+            guard head.method == .GET || head.method == .HEAD else { return .methodNotAllowed("GET") }
+            guard let session = self.store.existing(id) else { return .error(.notFound, "no session \(id)") }
+            return .json(.ok, session.status.json)
+        }
+        return nil
+    }
+
+    private func append(to id: String, head: HTTPRequestHead, body: ByteBuffer?) -> HTTPReply {
+        if let token = self.token {
+            guard let presented = Self.bearerToken(head.headers), Self.constantTimeEquals(presented, token) else {
+                var reply = HTTPReply.error(.unauthorized, "a valid bearer token is required to publish")
+                reply.headers.add(name: "WWW-Authenticate", value: "Bearer")
+                return reply
+            }
+        }
+        guard let body else {
+            return .error(.payloadTooLarge, "the body is larger than \(HTTPRequestHandler.maxBodySize) bytes")
+        }
+        let events: [ByteBuffer]
+        switch body.withUnsafeReadableBytes({ JSONEnvelope.scan($0) }) {
+        case .invalid(let reason):
+            return .error(.badRequest, "invalid JSON: \(reason)")
+        case .object:
+            events = [body]
+        case .notAnObject:
+            switch body.withUnsafeReadableBytes({ JSONEnvelope.arrayElements($0) }) {
+            case .failure(let failure):
+                return .error(.badRequest, "expected a JSON object or an array of objects: \(failure.description)")
+            case .success(let ranges):
+                events = ranges.map { body.getSlice(at: body.readerIndex + $0.lowerBound, length: $0.count)! }
+            }
+        }
+        var seqs: [UInt64] = []
+        for event in events {
+            switch self.store.emit(into: id, object: event) {
+            case .success(let seq):
+                seqs.append(seq)
+            case .failure(let error):
+                let status: HTTPResponseStatus = if case .closed = error { .conflict } else { .badRequest }
+                let appended = seqs.map(String.init).joined(separator: ",")
+                return .json(status, #"{"error":\#(jsonString(error.description)),"seqs":[\#(appended)]}"#)
+            }
+        }
+        let session = self.store.session(id)
+        let list = seqs.map(String.init).joined(separator: ",")
+        return .json(.created, #"{"session":\#(jsonString(id)),"epoch":"\#(session.epoch)","seqs":[\#(list)]}"#)
+    }
+
+    private func history(of id: String, after: String?) -> HTTPReply {
+        let afterSeq: UInt64
+        if let after {
+            guard let value = UInt64(after) else { return .error(.badRequest, "'after' must be a whole number") }
+            afterSeq = value
+        } else {
+            afterSeq = 0
+        }
+        guard let session = self.store.existing(id) else { return .error(.notFound, "no session \(id)") }
+        let status = session.status
+        let held = session.events(after: afterSeq)
+        var body = #"{"session":\#(jsonString(id)),"epoch":"\#(session.epoch)","state":"\#(status.state)","#
+        body += #""last_seq":\#(held.lastSeq),"gap":\#(held.gap),"events":["#
+        body += held.events.map { String(buffer: $0.text) }.joined(separator: ",")
+        return .json(.ok, body + "]}")
+    }
+
+    private static func bearerToken(_ headers: HTTPHeaders) -> String? {
+        guard let value = headers.first(name: "Authorization"), value.lowercased().hasPrefix("bearer ") else { return nil }
+        return String(value.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Compares without an early exit, so timing does not reveal how much of a guess was right.
+    static func constantTimeEquals(_ lhs: String, _ rhs: String) -> Bool {
+        let left = Array(lhs.utf8)
+        let right = Array(rhs.utf8)
+        var difference = left.count ^ right.count
+        for index in 0..<max(left.count, right.count) {
+            let a = index < left.count ? left[index] : 0
+            let b = index < right.count ? right[index] : 0
+            difference |= Int(a ^ b)
+        }
+        return difference == 0
+    }
+}
