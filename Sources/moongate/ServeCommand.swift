@@ -25,6 +25,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Bytes that may wait to be sent to one client before it is closed as too slow (1008).")
     var maxOutboundBuffer: Int = 1 << 20
 
+    @Option(name: .long, help: "Open WebSocket connections accepted; past it, upgrades get HTTP 503.")
+    var maxConnections: Int = 100_000
+
+    @Option(name: .long, help: "Messages per second one client may send before it is closed with 1008 (0: no limit).")
+    var maxMessageRate: Double = 10_000
+
     @Option(name: .long, help: "Seconds clients get to answer close 1001 on shutdown.")
     var shutdownGrace: Double = 3
 
@@ -44,6 +50,8 @@ struct ServeCommand: AsyncParsableCommand {
         guard self.maxMessageSize > 0 else { throw ValidationError("--max-message-size must be positive") }
         guard self.maxOutboundBuffer > 0 else { throw ValidationError("--max-outbound-buffer must be positive") }
         guard (self.ioThreads ?? 1) >= 1 else { throw ValidationError("--io-threads must be at least 1") }
+        guard self.maxConnections > 0 else { throw ValidationError("--max-connections must be positive") }
+        guard self.maxMessageRate >= 0 else { throw ValidationError("--max-message-rate must be >= 0") }
         guard self.shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be >= 0") }
     }
 
@@ -56,6 +64,8 @@ struct ServeCommand: AsyncParsableCommand {
             limits: self.scripts.limits,
             maxMessageSize: self.maxMessageSize,
             maxOutboundBuffer: self.maxOutboundBuffer,
+            maxConnections: self.maxConnections,
+            maxMessageRate: self.maxMessageRate,
             shutdownGrace: self.shutdownGrace,
             ioThreads: self.ioThreads,
             sessionToken: self.sessionToken ?? ProcessInfo.processInfo.environment["MOONGATE_SESSION_TOKEN"]

@@ -13,14 +13,18 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     static let maxBodySize = 1 << 20
 
     private let endpoints: EndpointTable
+    private let connections: ConnectionRegistry
+    private let maxConnections: Int
     private let sessionsAPI: SessionsAPI
     private var request: HTTPRequestHead?
     private var body = ByteBuffer()
     private var bodyTooLarge = false
 
-    init(endpoints: EndpointTable, sessions: SessionStore, sessionToken: String?) {
+    init(endpoints: EndpointTable, sessions: SessionStore, connections: ConnectionRegistry, configuration: ServerConfiguration) {
         self.endpoints = endpoints
-        self.sessionsAPI = SessionsAPI(store: sessions, token: sessionToken)
+        self.connections = connections
+        self.maxConnections = configuration.maxConnections
+        self.sessionsAPI = SessionsAPI(store: sessions, token: configuration.sessionToken)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -56,11 +60,30 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             {
                 return .text(.badRequest, "this endpoint streams a session: name it with the path or query parameter '\(param)'\n")
             }
+            return self.refusedUpgrade(head)
+        }
+        return .text(.notFound, "no endpoint at \(target.path)\n")
+    }
+
+    /// Why a request for a WebSocket endpoint was not upgraded.
+    private func refusedUpgrade(_ head: HTTPRequestHead) -> HTTPReply {
+        let asksForWebSocket = head.headers[canonicalForm: "Upgrade"].contains { $0.lowercased() == "websocket" }
+        guard asksForWebSocket else {
             var reply = HTTPReply.text(.upgradeRequired, "this is a WebSocket endpoint: connect with a WebSocket client\n")
             reply.headers.add(name: "Upgrade", value: "websocket")
             return reply
         }
-        return .text(.notFound, "no endpoint at \(target.path)\n")
+        if self.connections.count >= self.maxConnections {
+            var reply = HTTPReply.text(.serviceUnavailable, "connection limit reached: try again later\n")
+            reply.headers.add(name: "Retry-After", value: "5")
+            return reply
+        }
+        if head.headers.first(name: "Sec-WebSocket-Version") != "13" {
+            var reply = HTTPReply.text(.upgradeRequired, "unsupported WebSocket version: this server speaks version 13\n")
+            reply.headers.add(name: "Sec-WebSocket-Version", value: "13")
+            return reply
+        }
+        return .text(.badRequest, "malformed WebSocket handshake: it needs Connection: Upgrade and a valid Sec-WebSocket-Key\n")
     }
 
     private func respond(_ reply: HTTPReply, to head: HTTPRequestHead, context: ChannelHandlerContext) {

@@ -230,8 +230,9 @@ public final class MoongateServer: Sendable {
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
                 let target = RequestTarget(uri: head.uri)
-                // Unknown paths, and session endpoints asked for no session, are answered over HTTP.
-                let acceptable = endpoints.route(target.path).map { route in
+                // Unknown paths, session endpoints asked for no session, and upgrades past the
+                // connection limit are answered over HTTP instead.
+                let acceptable = connections.count < configuration.maxConnections && endpoints.route(target.path).map { route in
                     route.slot.binding?.spec.session == nil || Self.sessionID(route: route, target: target) != nil
                 } ?? false
                 return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
@@ -277,6 +278,7 @@ public final class MoongateServer: Sendable {
                             connection: connection,
                             registry: connections,
                             maxMessageSize: limit,
+                            maxMessageRate: configuration.maxMessageRate,
                             logger: logger
                         ),
                     ])
@@ -293,7 +295,12 @@ public final class MoongateServer: Sendable {
             withErrorHandling: true
         )
         try channel.pipeline.syncOperations.addHandler(
-            HTTPRequestHandler(endpoints: endpoints, sessions: sessions, sessionToken: configuration.sessionToken),
+            HTTPRequestHandler(
+                endpoints: endpoints,
+                sessions: sessions,
+                connections: connections,
+                configuration: configuration
+            ),
             name: HTTPRequestHandler.name
         )
     }

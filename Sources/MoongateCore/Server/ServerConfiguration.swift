@@ -12,6 +12,11 @@ public struct ServerConfiguration: Sendable {
     /// Bytes that may wait to be sent to one client; a client that lets more pile up is too slow
     /// to keep and is closed with 1008, so it cannot grow the host's memory or stall anyone else.
     public var maxOutboundBuffer: Int
+    /// Open WebSocket connections the host accepts; past it, upgrades get HTTP 503.
+    public var maxConnections: Int
+    /// Messages per second one client may send (bursts up to one second's worth); past it the
+    /// connection is closed with 1008. 0 turns the limit off.
+    public var maxMessageRate: Double
     /// On SIGTERM, how long clients get to answer close 1001 before their sockets are closed.
     public var shutdownGrace: Double
     public var ioThreads: Int
@@ -25,6 +30,8 @@ public struct ServerConfiguration: Sendable {
         limits: ScriptLimits = ScriptLimits(),
         maxMessageSize: Int = 1 << 20,
         maxOutboundBuffer: Int = 1 << 20,
+        maxConnections: Int = 100_000,
+        maxMessageRate: Double = 10_000,
         shutdownGrace: Double = 3,
         ioThreads: Int? = nil,
         sessionToken: String? = nil
@@ -35,6 +42,8 @@ public struct ServerConfiguration: Sendable {
         self.limits = limits
         self.maxMessageSize = maxMessageSize
         self.maxOutboundBuffer = maxOutboundBuffer
+        self.maxConnections = maxConnections
+        self.maxMessageRate = maxMessageRate
         self.shutdownGrace = shutdownGrace
         self.ioThreads = ioThreads ?? ProcessorCount.available
         self.sessionToken = sessionToken

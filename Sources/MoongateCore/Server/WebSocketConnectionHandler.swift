@@ -22,6 +22,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
     private let connection: Connection
     private let registry: ConnectionRegistry
     private let maxMessageSize: Int
+    private var rateLimit: MessageRateLimit?
     private var logger: Logger
     private var closeState = CloseState.open
     private var closeCode: WebSocketErrorCode?
@@ -31,10 +32,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
     private var pingTask: Scheduled<Void>?
     private var closeTimeoutTask: Scheduled<Void>?
 
-    init(connection: Connection, registry: ConnectionRegistry, maxMessageSize: Int, logger: Logger) {
+    init(connection: Connection, registry: ConnectionRegistry, maxMessageSize: Int, maxMessageRate: Double, logger: Logger) {
         self.connection = connection
         self.registry = registry
         self.maxMessageSize = maxMessageSize
+        self.rateLimit = maxMessageRate > 0 ? MessageRateLimit(perSecond: maxMessageRate) : nil
         self.logger = logger
         self.logger[metadataKey: "endpoint"] = "\(connection.slot.pattern)"
         self.logger[metadataKey: "connection"] = "\(connection.id)"
@@ -71,15 +73,22 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = self.unwrapInboundIn(data)
-        if frame.length > self.maxMessageSize, frame.opcode == .text || frame.opcode == .binary {
-            return self.fail(code: .messageTooLarge, reason: "message larger than \(self.maxMessageSize) bytes", context: context)
+        guard self.closeState == .open || frame.opcode == .connectionClose || frame.opcode == .pong else {
+            return  // closing: data from the peer is no longer wanted
+        }
+        if frame.opcode == .text || frame.opcode == .binary {
+            if frame.length > self.maxMessageSize {
+                return self.refuse(code: .messageTooLarge, reason: "message larger than \(self.maxMessageSize) bytes", context: context)
+            }
+            if self.rateLimit?.admit(now: .now()) == false {
+                return self.refuse(code: .policyViolation, reason: "message rate limit exceeded", context: context)
+            }
         }
         switch frame.opcode {
         case .text:
-            guard case .open = self.closeState else { return }
             let text = frame.unmaskedData
             guard text.isValidUTF8 else {
-                return self.fail(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
+                return self.refuse(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
             }
             if self.connection.sessionCursor.value?.resumePoint == nil, self.connection.session != nil,
                 self.resumeFromFirstMessage(text)
@@ -95,10 +104,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
                 self.pending.append(.text(text, id: id))
             }
         case .binary:
-            guard case .open = self.closeState else { return }
             self.pending.append(.binary(frame.unmaskedData))
         case .ping:
-            guard case .open = self.closeState else { return }
             context.write(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
             self.needsFlush = true
         case .pong:
@@ -186,7 +193,16 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// Fails the connection: close frame with `code`, then the socket, without waiting.
+    /// Closes because of what the peer sent (too large, too fast, not UTF-8) while the protocol is
+    /// still intact: the closing handshake runs, so the peer reads our close frame instead of
+    /// losing it to a reset when it keeps sending into a closed socket.
+    private func refuse(code: WebSocketErrorCode, reason: String, context: ChannelHandlerContext) {
+        self.logger.info("closing connection: \(reason)", metadata: ["code": "\(UInt16(webSocketErrorCode: code))"])
+        self.pending = []
+        self.startClosing(code: code, reason: reason, context: context)
+    }
+
+    /// Fails the connection after a protocol violation: close frame with `code`, then the socket.
     private func fail(code: WebSocketErrorCode, reason: String, context: ChannelHandlerContext) {
         guard !(self.closeState == .closed) else { return }
         self.logger.info("closing connection: \(reason)", metadata: ["code": "\(UInt16(webSocketErrorCode: code))"])
@@ -230,7 +246,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         case let aggregation as NIOWebSocketFrameAggregator.Error:
             switch aggregation {
             case .accumulatedFrameSizeIsTooLarge, .tooManyFragments:
-                self.fail(code: .messageTooLarge, reason: "message too large", context: context)
+                self.refuse(code: .messageTooLarge, reason: "message larger than \(self.maxMessageSize) bytes", context: context)
             default:
                 self.fail(code: .protocolError, reason: "invalid fragmentation", context: context)
             }
