@@ -99,18 +99,58 @@ static inline int moongate_message_handler(lua_State *L) {
     return 1;
 }
 
-// Instruction budget. Once a call has run `count` VM instructions the hook raises an error, and then
-// re-arms itself to fire on every instruction, so a script's own pcall cannot swallow the error and
-// carry on looping (the technique Redis uses for busy scripts).
-static inline void moongate_budget_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, 1);
-    luaL_error(L, "instruction budget exceeded");
+// Per-state limits, reachable from any of the state's threads through lua_getallocf: the memory
+// cap (enforced by the allocator) and the instruction budget of the current call.
+typedef struct {
+    size_t used;
+    size_t limit;
+    long long budget;
+    long long spent;
+    int tripped;
+} moongate_limits;
+
+enum { MOONGATE_HOOK_GRANULARITY = 1000 };
+
+static inline moongate_limits *moongate_limits_of(lua_State *L) {
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    return (moongate_limits *)ud;
 }
 
-static inline void moongate_set_budget(lua_State *L, int count) {
-    if (count > 0) {
-        lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, count);
+// Instruction budget. The count hook fires every MOONGATE_HOOK_GRANULARITY instructions on the
+// main thread and on every coroutine (they inherit the hook), all charged to one budget, so spawning
+// coroutines does not reset the count. Once the budget is spent the hook fires on every instruction
+// of every thread and raises, so a script's own pcall or coroutine.resume cannot swallow the error
+// and carry on looping (the technique Redis uses for busy scripts). The error names the script line
+// that was running.
+static inline void moongate_budget_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    moongate_limits *limits = moongate_limits_of(L);
+    if (!limits->tripped) {
+        limits->spent += MOONGATE_HOOK_GRANULARITY;
+        if (limits->budget <= 0 || limits->spent < limits->budget) {
+            lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, MOONGATE_HOOK_GRANULARITY);
+            return;
+        }
+        limits->tripped = 1;
+    }
+    lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, 1);
+    lua_Debug running;
+    if (lua_getstack(L, 0, &running) && lua_getinfo(L, "Sl", &running) && running.currentline > 0) {
+        lua_pushfstring(L, "%s:%d: instruction budget exceeded", running.short_src, running.currentline);
+    } else {
+        lua_pushliteral(L, "instruction budget exceeded");
+    }
+    lua_error(L);
+}
+
+static inline void moongate_set_budget(lua_State *L, long long budget) {
+    moongate_limits *limits = moongate_limits_of(L);
+    limits->budget = budget;
+    limits->spent = 0;
+    limits->tripped = 0;
+    if (budget > 0) {
+        lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, MOONGATE_HOOK_GRANULARITY);
     } else {
         lua_sethook(L, NULL, 0, 0);
     }
@@ -118,13 +158,8 @@ static inline void moongate_set_budget(lua_State *L, int count) {
 
 // Memory cap: an allocator that refuses to grow a state past `limit` bytes makes Lua raise a
 // memory error in the script instead of exhausting the host.
-typedef struct {
-    size_t used;
-    size_t limit;
-} moongate_allocation;
-
 static inline void *moongate_allocate(void *ud, void *ptr, size_t osize, size_t nsize) {
-    moongate_allocation *allocation = (moongate_allocation *)ud;
+    moongate_limits *allocation = (moongate_limits *)ud;
     size_t old = ptr ? osize : 0;
     if (nsize == 0) {
         free(ptr);
@@ -141,7 +176,7 @@ static inline void *moongate_allocate(void *ud, void *ptr, size_t osize, size_t 
     return grown;
 }
 
-static inline lua_State *moongate_newstate(moongate_allocation *allocation) {
+static inline lua_State *moongate_newstate(moongate_limits *allocation) {
     lua_State *L = lua_newstate(moongate_allocate, allocation);
     if (L != NULL) {
         lua_atpanic(L, NULL);

@@ -4,7 +4,7 @@ import CLua
 /// budget per call. Not thread-safe: a state belongs to exactly one serial executor.
 public final class LuaState {
     public let pointer: OpaquePointer
-    private let allocation: UnsafeMutablePointer<moongate_allocation>
+    private let allocation: UnsafeMutablePointer<moongate_limits>
     private let memoryLimit: Int
     /// Instructions one protected call may run before it is stopped; 0 disables the budget.
     public var instructionBudget: Int32
@@ -16,7 +16,7 @@ public final class LuaState {
         self.memoryLimit = memoryLimit
         self.instructionBudget = instructionBudget
         self.allocation = .allocate(capacity: 1)
-        self.allocation.initialize(to: moongate_allocation(used: 0, limit: 0))
+        self.allocation.initialize(to: moongate_limits(used: 0, limit: 0, budget: 0, spent: 0, tripped: 0))
         guard let pointer = moongate_newstate(self.allocation) else {
             self.allocation.deallocate()
             throw ScriptError(kind: .memory, script: scriptName, line: nil, message: "cannot create a Lua state")
@@ -82,7 +82,7 @@ public final class LuaState {
         let functionIndex = self.top - arguments
         moongate_pushcfunction(self.pointer, moongate_message_handler)
         moongate_insert(self.pointer, functionIndex)
-        moongate_set_budget(self.pointer, self.instructionBudget)
+        moongate_set_budget(self.pointer, Int64(self.instructionBudget))
         let status = moongate_pcall(self.pointer, arguments, results, functionIndex)
         moongate_set_budget(self.pointer, 0)
         if status == MOONGATE_LUA_OK {

@@ -17,6 +17,8 @@ struct OutboundBatch {
         case completed(Connection)
     }
 
+    static let flushThreshold = 64 << 10
+
     private var operations: [ObjectIdentifier: (loop: any EventLoop, operations: [Operation])] = [:]
     private let ioLoops: [any EventLoop]
     private let serializer = FrameSerializer()
@@ -64,15 +66,27 @@ struct OutboundBatch {
     }
 
     private static func perform(_ operations: [Operation], on loop: any EventLoop) {
-        var touched: [UInt64: Connection] = [:]
+        // Bytes written to each connection since its last flush. A long burst is flushed as it goes,
+        // so a client that reads at full speed never sees more than `flushThreshold` queued in the
+        // host and is not mistaken for a slow consumer.
+        var unflushed: [UInt64: (connection: Connection, bytes: Int)] = [:]
+        func wrote(_ bytes: Int, to connection: Connection) {
+            let total = (unflushed[connection.id]?.bytes ?? 0) + bytes
+            if total >= Self.flushThreshold {
+                connection.flush()
+                unflushed[connection.id] = (connection, 0)
+            } else {
+                unflushed[connection.id] = (connection, total)
+            }
+        }
         func write(_ frame: WebSocketFrame, to connection: Connection) {
             connection.channel.write(frame, promise: nil)
-            touched[connection.id] = connection
+            wrote(frame.length, to: connection)
         }
         func write(serialized frame: ByteBuffer, to connection: Connection) {
             guard let writer = connection.preEncodedWriter.value else { return }
             writer.write(NIOAny(frame), promise: nil)
-            touched[connection.id] = connection
+            wrote(frame.readableBytes, to: connection)
         }
         for operation in operations {
             switch operation {
@@ -93,14 +107,14 @@ struct OutboundBatch {
                     }
                 }
             case .close(let connection, let code, let reason):
-                touched.removeValue(forKey: connection.id)?.flush()
+                unflushed.removeValue(forKey: connection.id)?.connection.flush()
                 connection.close(code: code, reason: reason)
             case .completed(let connection):
                 connection.scriptWork.value -= 1
             }
         }
-        for connection in touched.values {
-            connection.flush()
+        for entry in unflushed.values {
+            entry.connection.flush()
         }
     }
 }

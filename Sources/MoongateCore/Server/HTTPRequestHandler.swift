@@ -46,6 +46,12 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// NIO's HTTPServerProtocolErrorHandler has already answered a malformed request with 400 and
+    /// leaves closing the connection to the pipeline.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
     private func route(_ head: HTTPRequestHead) -> HTTPReply {
         let target = RequestTarget(uri: head.uri)
         if target.path == "/healthz" {
@@ -77,6 +83,9 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             var reply = HTTPReply.text(.serviceUnavailable, "connection limit reached: try again later\n")
             reply.headers.add(name: "Retry-After", value: "5")
             return reply
+        }
+        if head.method != .GET {
+            return .methodNotAllowed("GET")
         }
         if head.headers.first(name: "Sec-WebSocket-Version") != "13" {
             var reply = HTTPReply.text(.upgradeRequired, "unsupported WebSocket version: this server speaks version 13\n")

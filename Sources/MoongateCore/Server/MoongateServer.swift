@@ -1,3 +1,4 @@
+import Foundation
 public import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -119,11 +120,14 @@ public final class MoongateServer: Sendable {
         for connection in self.connections.all {
             try? await connection.channel.close()
         }
+        // A script stuck in C (a runaway pattern match, say) cannot be interrupted: do not let it
+        // hold the exit hostage.
         let runtimes = self.state.withLockedValue { $0.runtimes }
         for runtime in runtimes {
-            try? await runtime.retire().get()
+            _ = try? await runtime.retire().orTimeout(.seconds(1), on: loop).get()
         }
-        await self.scriptLoops.release(keeping: [])
+        _ = try? await loop.makeFutureWithTask { await self.scriptLoops.release(keeping: []) }
+            .orTimeout(.seconds(1), on: loop).get()
         try? await self.ioGroup.shutdownGracefully()
     }
 
@@ -232,7 +236,8 @@ public final class MoongateServer: Sendable {
                 let target = RequestTarget(uri: head.uri)
                 // Unknown paths, session endpoints asked for no session, and upgrades past the
                 // connection limit are answered over HTTP instead.
-                let acceptable = connections.count < configuration.maxConnections && endpoints.route(target.path).map { route in
+                let acceptable = head.method == .GET && Self.hasValidKey(head.headers)
+                    && connections.count < configuration.maxConnections && endpoints.route(target.path).map { route in
                     route.slot.binding?.spec.session == nil || Self.sessionID(route: route, target: target) != nil
                 } ?? false
                 return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
@@ -254,9 +259,10 @@ public final class MoongateServer: Sendable {
                         Self.sessionID(route: route, target: target).map { sessions.session($0, creatingWith: settings) }
                     }
                 )
-                let limit = route.slot.binding?.spec.maxMessageSize ?? maxMessageSize
-                // An endpoint that admits large messages may send large ones too.
-                let outboundLimit = max(configuration.maxOutboundBuffer, 2 * limit)
+                let declaredLimit = route.slot.binding?.spec.maxMessageSize
+                let limit = declaredLimit ?? maxMessageSize
+                // An endpoint that declares large messages may send large ones too (echo does).
+                let outboundLimit = max(configuration.maxOutboundBuffer, 2 * (declaredLimit ?? 0))
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.syncOptions?.setOption(
                         .writeBufferWaterMark,
@@ -303,6 +309,12 @@ public final class MoongateServer: Sendable {
             ),
             name: HTTPRequestHandler.name
         )
+    }
+
+    /// RFC 6455: the key is 16 random bytes in base64; NIO's upgrader only checks it is there.
+    static func hasValidKey(_ headers: HTTPHeaders) -> Bool {
+        guard let key = headers.first(name: "Sec-WebSocket-Key") else { return false }
+        return Data(base64Encoded: key.trimmingCharacters(in: .whitespaces))?.count == 16
     }
 
     /// The session a client of a session endpoint asks for: the path parameter, else the query's.
