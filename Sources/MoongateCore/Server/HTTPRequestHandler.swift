@@ -48,8 +48,12 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// NIO's HTTPServerProtocolErrorHandler has already answered a malformed request with 400 and
     /// leaves closing the connection to the pipeline.
+    /// (A failed upgrade also reports an error here, but that request is still answered by
+    /// `route`, so only parse errors close.)
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+        if error is HTTPParserError {
+            context.close(promise: nil)
+        }
     }
 
     private func route(_ head: HTTPRequestHead) -> HTTPReply {
