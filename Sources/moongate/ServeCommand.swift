@@ -43,6 +43,9 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var sessionToken: String?
 
+    @Option(name: .long, help: "SQLite file that keeps session histories across restarts (default: memory only).")
+    var journal: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -68,7 +71,8 @@ struct ServeCommand: AsyncParsableCommand {
             maxMessageRate: self.maxMessageRate,
             shutdownGrace: self.shutdownGrace,
             ioThreads: self.ioThreads,
-            sessionToken: self.sessionToken ?? ProcessInfo.processInfo.environment["MOONGATE_SESSION_TOKEN"]
+            sessionToken: self.sessionToken ?? ProcessInfo.processInfo.environment["MOONGATE_SESSION_TOKEN"],
+            journalPath: self.journal
         )
         let server = MoongateServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(

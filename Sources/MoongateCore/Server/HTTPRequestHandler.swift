@@ -42,7 +42,18 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head = self.request else { return }
             self.request = nil
-            self.respond(self.route(head), to: head, context: context)
+            let reply = self.route(head)
+            if let after = reply.after {
+                let loopBoundContext = context.loopBound
+                let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+                after.hop(to: context.eventLoop).whenComplete { result in
+                    let reply = (try? result.get()).map { reply }
+                        ?? .error(.internalServerError, "the events were appended but could not be journaled")
+                    loopBoundSelf.value.respond(reply, to: head, context: loopBoundContext.value)
+                }
+            } else {
+                self.respond(reply, to: head, context: context)
+            }
         }
     }
 
@@ -124,6 +135,8 @@ struct HTTPReply {
     var contentType: String
     var body: String
     var headers = HTTPHeaders()
+    /// Sent only once this completes (a journal write, say).
+    var after: EventLoopFuture<Void>?
 
     static func text(_ status: HTTPResponseStatus, _ body: String) -> HTTPReply {
         HTTPReply(status: status, contentType: "text/plain; charset=utf-8", body: body)

@@ -50,6 +50,11 @@ public final class MoongateServer: Sendable {
             services: self.services
         ).get()
         _ = await self.install(runtimes)
+        if let path = self.configuration.journalPath {
+            let journal = try await SessionJournal.open(path: path, eventLoop: self.ioGroup.next(), logger: self.logger)
+            try await self.sessions.attach(journal)
+            self.logger.info("session journal open", metadata: ["path": "\(path)", "sessions": "\(self.sessions.count)"])
+        }
         let channel = try await self.bind()
         let sessions = self.sessions
         let sweeper = self.ioGroup.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
@@ -120,6 +125,7 @@ public final class MoongateServer: Sendable {
         for connection in self.connections.all {
             try? await connection.channel.close()
         }
+        await self.sessions.closeJournal()
         // A script stuck in C (a runaway pattern match, say) cannot be interrupted: do not let it
         // hold the exit hostage.
         let runtimes = self.state.withLockedValue { $0.runtimes }

@@ -22,6 +22,8 @@ public struct ServerConfiguration: Sendable {
     public var ioThreads: Int
     /// When set, `POST /sessions/{id}/events` requires `Authorization: Bearer <token>`.
     public var sessionToken: String?
+    /// SQLite file that keeps session histories across restarts; nil keeps them in memory only.
+    public var journalPath: String?
 
     public init(
         host: String = "127.0.0.1",
@@ -34,7 +36,8 @@ public struct ServerConfiguration: Sendable {
         maxMessageRate: Double = 10_000,
         shutdownGrace: Double = 3,
         ioThreads: Int? = nil,
-        sessionToken: String? = nil
+        sessionToken: String? = nil,
+        journalPath: String? = nil
     ) {
         self.host = host
         self.port = port
@@ -47,5 +50,6 @@ public struct ServerConfiguration: Sendable {
         self.shutdownGrace = shutdownGrace
         self.ioThreads = ioThreads ?? ProcessorCount.available
         self.sessionToken = sessionToken
+        self.journalPath = journalPath
     }
 }

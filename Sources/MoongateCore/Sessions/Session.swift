@@ -29,6 +29,7 @@ final class Session: Sendable {
     let id: String
     let epoch: String
     let settings: SessionSettings
+    private let journal: SessionJournal?
     private let state: NIOLockedValueBox<State>
 
     private struct State {
@@ -40,11 +41,34 @@ final class Session: Sendable {
         var subscribers: [UInt64: Connection] = [:]
     }
 
-    init(id: String, settings: SessionSettings, now: NIODeadline = .now()) {
+    init(id: String, settings: SessionSettings, journal: SessionJournal? = nil, now: NIODeadline = .now()) {
         self.id = id
         self.epoch = Self.makeEpoch()
         self.settings = settings
+        self.journal = journal
         self.state = NIOLockedValueBox(State(lastActivity: now))
+        journal?.recordSession(self)
+    }
+
+    /// A session as the journal kept it across a restart: same epoch, same seqs.
+    init(restoring restored: RestoredSession, journal: SessionJournal, now: NIODeadline = .now()) {
+        self.id = restored.id
+        self.epoch = restored.epoch
+        self.settings = restored.settings
+        self.journal = journal
+        let wallNow = Date().timeIntervalSince1970
+        func monotonic(_ wall: Double) -> NIODeadline {
+            now - .interval(max(0, wallNow - wall))
+        }
+        var state = State(lastActivity: now)
+        for event in restored.events {
+            let text = ByteBuffer(string: event.body)
+            state.events.append(SessionEvent(seq: event.seq, text: text, time: monotonic(event.at)))
+            state.bytes += text.readableBytes
+        }
+        state.lastSeq = max(restored.lastSeq, restored.events.last?.seq ?? 0)
+        state.closedAt = restored.closedAt.map(monotonic)
+        self.state = NIOLockedValueBox(state)
     }
 
     private static func makeEpoch() -> String {
@@ -52,8 +76,15 @@ final class Session: Sendable {
         return (0..<2).map { _ in String(generator.next() as UInt64, radix: 16) }.joined()
     }
 
+    struct Appended {
+        let seq: UInt64
+        let subscribers: [Connection]
+        /// Completes once the event is in the journal (nil without one).
+        let journaled: EventLoopFuture<Void>?
+    }
+
     /// Appends a JSON object (already validated as one) and returns its seq and who to notify.
-    func append(object text: ByteBuffer, type: String?, now: NIODeadline = .now()) -> Result<(seq: UInt64, subscribers: [Connection]), SessionError> {
+    func append(object text: ByteBuffer, type: String?, now: NIODeadline = .now()) -> Result<Appended, SessionError> {
         self.state.withLockedValue { state in
             if state.closedAt != nil {
                 return .failure(.closed(self.id))
@@ -64,11 +95,15 @@ final class Session: Sendable {
             state.events.append(event)
             state.bytes += event.text.readableBytes
             state.lastActivity = now
+            // Journaled under the lock, so the journal sees events in seq order.
+            let wallNow = Date().timeIntervalSince1970
+            let journaled = self.journal?.recordEvent(session: self.id, seq: seq, body: event.text, at: wallNow)
             if let type, self.settings.closesOn.contains(type) {
                 state.closedAt = now
+                self.journal?.recordClosed(session: self.id, at: wallNow)
             }
-            Self.evict(&state, settings: self.settings, now: now)
-            return .success((seq, Array(state.subscribers.values)))
+            self.evict(&state, now: now)
+            return .success(Appended(seq: seq, subscribers: Array(state.subscribers.values), journaled: journaled))
         }
     }
 
@@ -91,6 +126,7 @@ final class Session: Sendable {
         self.state.withLockedValue { state in
             if state.closedAt == nil {
                 state.closedAt = now
+                self.journal?.recordClosed(session: self.id, at: Date().timeIntervalSince1970)
             }
         }
     }
@@ -110,7 +146,7 @@ final class Session: Sendable {
     /// retention, or idle (no subscriber, nothing held) for as long.
     func sweep(now: NIODeadline) -> Bool {
         self.state.withLockedValue { state in
-            Self.evict(&state, settings: self.settings, now: now)
+            self.evict(&state, now: now)
             let retention = TimeAmount.interval(self.settings.retain)
             if let closedAt = state.closedAt {
                 return now - closedAt >= retention
@@ -134,13 +170,17 @@ final class Session: Sendable {
         }
     }
 
-    private static func evict(_ state: inout State, settings: SessionSettings, now: NIODeadline) {
-        let maxAge = TimeAmount.interval(settings.maxAge)
+    private func evict(_ state: inout State, now: NIODeadline) {
+        let maxAge = TimeAmount.interval(self.settings.maxAge)
+        var evictedThrough: UInt64?
         while let first = state.events.first,
-            state.events.count > settings.history || state.bytes > settings.maxBytes || now - first.time > maxAge
+            state.events.count > self.settings.history || state.bytes > self.settings.maxBytes || now - first.time > maxAge
         {
             state.bytes -= first.text.readableBytes
-            state.events.removeFirst()
+            evictedThrough = state.events.removeFirst().seq
+        }
+        if let evictedThrough {
+            self.journal?.recordEviction(session: self.id, through: evictedThrough)
         }
     }
 

@@ -1,6 +1,6 @@
 /// How a session's history is bounded and when it ends; declared per endpoint with
 /// `session = { ... }`, host defaults otherwise.
-public struct SessionSettings: Sendable, Equatable, Decodable {
+public struct SessionSettings: Sendable, Equatable, Codable {
     /// Path parameter (or, failing that, query parameter) that names the session.
     public var param: String = "session"
     /// Events kept, at most.
@@ -25,6 +25,17 @@ public struct SessionSettings: Sendable, Equatable, Decodable {
         case maxAge = "max_age"
         case closesOn = "closes_on"
         case resumeWait = "resume_wait"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(self.param, forKey: .param)
+        try container.encode(self.history, forKey: .history)
+        try container.encode(self.maxBytes, forKey: .maxBytes)
+        try container.encode(self.maxAge, forKey: .maxAge)
+        try container.encode(self.retain, forKey: .retain)
+        try container.encode(self.closesOn, forKey: .closesOn)
+        try container.encode(self.resumeWait, forKey: .resumeWait)
     }
 
     public init(from decoder: any Decoder) throws {

@@ -5,6 +5,7 @@ import NIOCore
 /// emitted) and freed by the sweeper once closed and past retention, or long idle.
 final class SessionStore: Sendable {
     private let sessions = NIOLockedValueBox<[String: Session]>([:])
+    private let journal = NIOLockedValueBox<SessionJournal?>(nil)
     /// Settings for sessions created where no endpoint says otherwise (the HTTP API, say).
     let defaultSettings = NIOLockedValueBox(SessionSettings())
 
@@ -13,7 +14,11 @@ final class SessionStore: Sendable {
             if let existing = sessions[id] {
                 return existing
             }
-            let created = Session(id: id, settings: settings ?? self.defaultSettings.withLockedValue { $0 })
+            let created = Session(
+                id: id,
+                settings: settings ?? self.defaultSettings.withLockedValue { $0 },
+                journal: self.journal.withLockedValue { $0 }
+            )
             sessions[id] = created
             return created
         }
@@ -25,8 +30,33 @@ final class SessionStore: Sendable {
 
     var count: Int { self.sessions.withLockedValue { $0.count } }
 
+    /// Journals sessions from now on, after restoring those the journal holds.
+    func attach(_ journal: SessionJournal) async throws {
+        let restored = try await journal.load()
+        self.sessions.withLockedValue { sessions in
+            for session in restored {
+                sessions[session.id] = Session(restoring: session, journal: journal)
+            }
+        }
+        self.journal.withLockedValue { $0 = journal }
+    }
+
+    /// Waits until the journal (if any) holds every event appended so far, then closes it.
+    func closeJournal() async {
+        let journal = self.journal.withLockedValue { journal in
+            defer { journal = nil }
+            return journal
+        }
+        await journal?.close()
+    }
+
     /// Appends a JSON object to a session (creating it) and wakes its subscribers.
     func emit(into id: String, object text: ByteBuffer, settings: SessionSettings? = nil) -> Result<UInt64, SessionError> {
+        self.append(into: id, object: text, settings: settings).map(\.seq)
+    }
+
+    /// As `emit`, and also says when the event is safely in the journal.
+    func append(into id: String, object text: ByteBuffer, settings: SessionSettings? = nil) -> Result<Session.Appended, SessionError> {
         let envelope: JSONEnvelope
         switch text.withUnsafeReadableBytes({ JSONEnvelope.scan($0) }) {
         case .invalid(let reason): return .failure(.invalid("invalid JSON: \(reason)"))
@@ -47,7 +77,7 @@ final class SessionStore: Sendable {
                     subscriber.deliverSessionEvents()
                 }
             }
-            return appended.seq
+            return appended
         }
     }
 
@@ -55,9 +85,11 @@ final class SessionStore: Sendable {
         let all = self.sessions.withLockedValue { Array($0.values) }
         let expired = all.filter { $0.sweep(now: now) }
         guard !expired.isEmpty else { return }
+        let journal = self.journal.withLockedValue { $0 }
         self.sessions.withLockedValue { sessions in
             for session in expired where sessions[session.id] === session {
                 sessions[session.id] = nil
+                journal?.recordFreed(session: session.id)
             }
         }
     }

@@ -56,10 +56,12 @@ struct SessionsAPI {
             }
         }
         var seqs: [UInt64] = []
+        var journaled: EventLoopFuture<Void>?
         for event in events {
-            switch self.store.emit(into: id, object: event) {
-            case .success(let seq):
-                seqs.append(seq)
+            switch self.store.append(into: id, object: event) {
+            case .success(let appended):
+                seqs.append(appended.seq)
+                journaled = appended.journaled ?? journaled
             case .failure(let error):
                 let status: HTTPResponseStatus = if case .closed = error { .conflict } else { .badRequest }
                 let appended = seqs.map(String.init).joined(separator: ",")
@@ -68,7 +70,10 @@ struct SessionsAPI {
         }
         let session = self.store.session(id)
         let list = seqs.map(String.init).joined(separator: ",")
-        return .json(.created, #"{"session":\#(jsonString(id)),"epoch":"\#(session.epoch)","seqs":[\#(list)]}"#)
+        var reply = HTTPReply.json(.created, #"{"session":\#(jsonString(id)),"epoch":"\#(session.epoch)","seqs":[\#(list)]}"#)
+        // With a journal, the seqs are acknowledged once the events are durable.
+        reply.after = journaled
+        return reply
     }
 
     private func history(of id: String, after: String?) -> HTTPReply {
