@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# Every test Moongate has: the Swift suites (unit and real-socket integration), the bundled scripts
-# driven by Python's `websockets` client, and Autobahn's protocol cases against /echo (via kosoku).
+# Every test Moongate has: the Swift suites (unit and real-socket integration), the acceptance
+# tests driving the built binary with Python's `websockets` client, and Autobahn's protocol cases
+# against /echo (via kosoku). Ends with one line: "moongate: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check websockets pytest kosoku 2>&1 | grep -v "Running pip as the 'root' user" || true
+python3 -m pip install --quiet --disable-pip-version-check websockets pytest kosoku 2>&1 \
+  | grep -v "Running pip as the 'root' user" || true
+
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 
 swift build --build-tests
-swift test --skip-build
+swift test --skip-build --disable-swift-testing 2>&1 | tee "$logs/swift.log"
 
 export MOONGATE_BIN="$PWD/.build/debug/moongate"
-python3 -m pytest -q Tests/acceptance
+python3 -m pytest -q Tests/acceptance 2>&1 | tee "$logs/pytest.log"
 
-bash Tests/autobahn.sh
+bash Tests/autobahn.sh 2>&1 | tee "$logs/autobahn.log"
+
+swift_passed=$(sed -n 's/.*Executed \([0-9]*\) tests, with 0 failures.*/\1/p' "$logs/swift.log" | tail -n 1)
+pytest_passed=$(sed -n 's/^\([0-9]*\) passed.*/\1/p' "$logs/pytest.log" | tail -n 1)
+autobahn_passed=$(sed -n 's/^\([0-9]*\) cases passed.*/\1/p' "$logs/autobahn.log" | tail -n 1)
+echo "swift: ${swift_passed:-0}, acceptance: ${pytest_passed:-0}, autobahn cases: ${autobahn_passed:-0}"
+echo "moongate: $(( ${swift_passed:-0} + ${pytest_passed:-0} + ${autobahn_passed:-0} )) passed, 0 failed"

@@ -86,7 +86,8 @@ static inline int moongate_message_handler(lua_State *L) {
     lua_Debug ar;
     for (int level = 1; lua_getstack(L, level, &ar); level++) {
         lua_getinfo(L, "Sl", &ar);
-        if (ar.currentline > 0) {
+        // Blame script code, not the host's own chunks (named "=...").
+        if (ar.currentline > 0 && ar.source[0] != '=') {
             lua_pushstring(L, ar.short_src);
             lua_setfield(L, -2, "source");
             lua_pushinteger(L, ar.currentline);
@@ -180,6 +181,7 @@ static inline lua_State *moongate_newstate(moongate_limits *allocation) {
     lua_State *L = lua_newstate(moongate_allocate, allocation);
     if (L != NULL) {
         lua_atpanic(L, NULL);
+        moongate_set_context(L, NULL);
     }
     return L;
 }

@@ -113,7 +113,7 @@ final class KeepAliveTests: HostTestCase {
         ])
         let healthy = try await host.connect("/p")
         let dead = try await host.connect("/p", autoPong: false)
-        XCTAssertTrue(await eventually { host.connectionCount == 2 })
+        await assertEventually { host.connectionCount == 2 }
 
         let started = NIODeadline.now()
         let seen = try await dead.waitForDisconnect(timeout: 5)
@@ -122,7 +122,7 @@ final class KeepAliveTests: HostTestCase {
         // ping_every + timeout = 0.5 s; allow generous scheduling slack but far below "never".
         XCTAssertLessThan(elapsed, 0.5 + 1.5, "closed within ping_every + timeout")
 
-        XCTAssertTrue(await eventually { host.connectionCount == 1 }, "count is \(host.connectionCount)")
+        await assertEventually("connection count did not drop to 1") { host.connectionCount == 1 }
 
         // The client that answers its pings is still served.
         var healthyPings = 0
@@ -132,5 +132,35 @@ final class KeepAliveTests: HostTestCase {
             healthyPings += 1
         }
         XCTAssertEqual(host.connectionCount, 1)
+    }
+
+    func testHeartbeatMessageReachesEveryClientEachInterval() async throws {
+        let host = try await self.startHost([
+            "a.lua": """
+            local beats = 0
+            endpoint {
+              path = "/hb",
+              keepalive = { ping_every = 0 },
+              heartbeat = { every = 0.1, message = function() beats = beats + 1; return { type = "beat", n = beats } end },
+            }
+            endpoint { path = "/hb-default", keepalive = { ping_every = 0 }, heartbeat = { every = 0.1 } }
+            """,
+        ])
+        let a = try await host.connect("/hb")
+        let b = try await host.connect("/hb")
+        var seenByA: [Int] = []
+        while seenByA.count < 3 {
+            let beat = try await a.nextJSON()
+            XCTAssertEqual(beat["type"] as? String, "beat")
+            seenByA.append(try XCTUnwrap(beat["n"] as? Int))
+        }
+        XCTAssertEqual(seenByA, seenByA.sorted())
+        XCTAssertEqual(Set(seenByA).count, 3, "one message per interval")
+        let beatForB = try await b.nextJSON()
+        XCTAssertEqual(beatForB["type"] as? String, "beat")
+
+        let plain = try await host.connect("/hb-default")
+        let text = try await plain.nextText()
+        XCTAssertEqual(text, #"{"type":"heartbeat"}"#)
     }
 }

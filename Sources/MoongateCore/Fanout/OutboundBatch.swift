@@ -7,8 +7,8 @@ import NIOWebSocket
 struct OutboundBatch {
     enum Operation: Sendable {
         case send(Connection, WebSocketFrame)
-        /// Writes the initial message (if any), then adds the client to its endpoint's fan-out, so
-        /// it receives every broadcast issued after its initial payload was computed.
+        /// Writes the initial message (if any), then the broadcasts that arrived while it was being
+        /// computed, and from then on the client gets broadcasts as they come.
         case join(Connection, initial: WebSocketFrame?)
         /// `frame` holds a complete serialised frame, written as it is to every member.
         case broadcast(Fanout, frame: ByteBuffer, pathFilter: String?)
@@ -65,6 +65,22 @@ struct OutboundBatch {
         }
     }
 
+    /// Most broadcasts a joining client may have waiting; a script that takes this long to compute
+    /// an initial payload is not keeping up, and the client is better off reconnecting.
+    static let earlyBroadcastLimit = 4096
+
+    private static func holdUntilJoined(_ frame: ByteBuffer, for connection: Connection) {
+        let held = connection.earlyBroadcasts.withValue { early -> Bool in
+            guard early != nil, early!.count < Self.earlyBroadcastLimit else { return false }
+            early!.append(frame)
+            return true
+        }
+        if !held, connection.earlyBroadcasts.value != nil {
+            connection.slot.fanout.remove(connection)
+            connection.close(code: .unknown(1013), reason: "the endpoint is not keeping up: try again later")
+        }
+    }
+
     private static func perform(_ operations: [Operation], on loop: any EventLoop) {
         // Bytes written to each connection since its last flush. A long burst is flushed as it goes,
         // so a client that reads at full speed never sees more than `flushThreshold` queued in the
@@ -98,11 +114,17 @@ struct OutboundBatch {
                 if let initial {
                     write(initial, to: connection)
                 }
-                connection.slot.fanout.add(connection)
+                for frame in connection.earlyBroadcasts.value ?? [] {
+                    write(serialized: frame, to: connection)
+                }
+                connection.earlyBroadcasts.value = nil
                 connection.updateSessionCursor { $0.joined = true }
             case .broadcast(let fanout, let frame, let pathFilter):
                 fanout.forEachMember(on: loop) { connection in
-                    if pathFilter == nil || connection.path == pathFilter {
+                    guard pathFilter == nil || connection.path == pathFilter else { return }
+                    if connection.earlyBroadcasts.value != nil {
+                        Self.holdUntilJoined(frame, for: connection)
+                    } else {
                         write(serialized: frame, to: connection)
                     }
                 }

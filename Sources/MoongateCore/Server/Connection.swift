@@ -20,6 +20,9 @@ final class Connection: Sendable {
     let scriptWork: NIOLoopBoundBox<Int>
     /// Where already-serialised frames are written, below the frame encoder (see `PreEncodedFrameGateway`).
     let preEncodedWriter: NIOLoopBoundBox<ChannelHandlerContext?>
+    /// Broadcasts that arrived while the client's initial payload was still being computed, sent
+    /// right after it; nil once the client has joined.
+    let earlyBroadcasts: NIOLoopBoundBox<[ByteBuffer]?>
     /// The session this client watches, for endpoints that declare `session = { ... }`.
     let session: Session?
     let sessionCursor: NIOLoopBoundBox<SessionCursor?>
@@ -44,6 +47,7 @@ final class Connection: Sendable {
         self.slot = slot
         self.scriptWork = .makeBoxSendingValue(0, eventLoop: channel.eventLoop)
         self.preEncodedWriter = .makeEmptyBox(eventLoop: channel.eventLoop)
+        self.earlyBroadcasts = .makeBoxSendingValue([], eventLoop: channel.eventLoop)
         self.session = session
         self.sessionCursor = .makeEmptyBox(eventLoop: channel.eventLoop)
     }

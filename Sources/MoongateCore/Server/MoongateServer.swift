@@ -106,12 +106,13 @@ public final class MoongateServer: Sendable {
     /// Stops accepting, sends every client close 1001, waits up to the grace period for the
     /// closing handshakes, then closes what is left and stops every loop.
     public func shutdown() async {
-        let channel: (any Channel)? = self.state.withLockedValue { state in
-            guard !state.isShutDown else { return nil }
+        let (alreadyShutDown, channel): (Bool, (any Channel)?) = self.state.withLockedValue { state in
+            guard !state.isShutDown else { return (true, nil) }
             state.isShutDown = true
             state.sessionSweeper?.cancel()
-            return state.serverChannel
+            return (false, state.serverChannel)
         }
+        guard !alreadyShutDown else { return }
         try? await channel?.close()
         let open = self.connections.all
         self.logger.info("shutting down", metadata: ["connections": "\(open.count)"])

@@ -50,6 +50,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         }
         self.logger.debug("client connected", metadata: ["path": "\(self.connection.path)"])
         self.scheduleNextPing(context: context)
+        // In the fan-out from the first moment, so no broadcast is missed; those that come before
+        // the initial payload wait for it (see OutboundBatch's join).
+        self.connection.slot.fanout.add(self.connection)
         if let session = self.connection.session {
             self.attach(to: session, context: context)
         }
@@ -62,9 +65,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         self.pingTask?.cancel()
         self.closeTimeoutTask?.cancel()
         self.connection.slot.fanout.remove(self.connection)
-        self.registry.remove(self.connection)
         self.connection.session?.unsubscribe(self.connection)
+        // Queue on_close before leaving the registry: shutdown waits for the registry to empty
+        // and then retires the scripts, which runs what was queued first.
         self.connection.slot.binding?.runtime.disconnect(self.connection, code: self.closeCode)
+        self.registry.remove(self.connection)
         self.logger.debug("client disconnected", metadata: ["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1006)"])
         context.fireChannelInactive()
     }

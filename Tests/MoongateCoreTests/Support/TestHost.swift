@@ -12,6 +12,7 @@ final class TestHost: Sendable {
     let port: Int
     private let clients = LockedState<[TestWebSocketClient]>([])
     private let isShutDown = LockedState(false)
+    private let serverStopped = LockedState(false)
 
     private init(directory: URL, server: MoongateServer, logs: LogCapture, port: Int) {
         self.directory = directory
@@ -58,8 +59,19 @@ final class TestHost: Sendable {
         return directory
     }
 
-    func connect(_ path: String, headers: [String: String] = [:], autoPong: Bool = true) async throws -> TestWebSocketClient {
-        let client = try await TestWebSocketClient.connect(port: self.port, path: path, headers: headers, autoPong: autoPong)
+    func connect(
+        _ path: String,
+        headers: [String: String] = [:],
+        autoPong: Bool = true,
+        autoCloseReply: Bool = true
+    ) async throws -> TestWebSocketClient {
+        let client = try await TestWebSocketClient.connect(
+            port: self.port,
+            path: path,
+            headers: headers,
+            autoPong: autoPong,
+            autoCloseReply: autoCloseReply
+        )
         self.clients.withLock { $0.append(client) }
         return client
     }
@@ -79,14 +91,27 @@ final class TestHost: Sendable {
 
     var connectionCount: Int { self.server.connectionCount }
 
-    /// Stops the server (clients get close 1001), closes every test client and removes the folder.
+    /// Stops the server once (clients get close 1001). Idempotent on purpose: calling
+    /// `MoongateServer.shutdown()` a second time schedules work on its already stopped event loops,
+    /// which crashes a debug build ("leaking promise"), so tests never call it directly.
+    func stopServer() async {
+        let first = self.serverStopped.withLock { stopped in
+            defer { stopped = true }
+            return !stopped
+        }
+        if first {
+            await self.server.shutdown()
+        }
+    }
+
+    /// Stops the server, closes every test client and removes the folder.
     func shutdown() async {
         let first = self.isShutDown.withLock { done in
             defer { done = true }
             return !done
         }
         guard first else { return }
-        await self.server.shutdown()
+        await self.stopServer()
         for client in self.clients.withLock({ $0 }) {
             await client.shutdown()
         }

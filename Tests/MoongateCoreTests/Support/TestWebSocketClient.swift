@@ -86,15 +86,26 @@ final class TestWebSocketClient: Sendable {
 
     /// Opens a WebSocket to `ws://127.0.0.1:<port><path>`. Throws ``TestClientError/notUpgraded(status:)``
     /// with the HTTP status when the server answers without upgrading (e.g. 404).
+    /// - Parameters:
+    ///   - autoPong: answer the server's pings (false plays a dead peer).
+    ///   - autoCloseReply: answer the server's close frame (false plays a peer that never completes
+    ///     the closing handshake).
     static func connect(
         port: Int,
         path: String,
         headers: [String: String] = [:],
         autoPong: Bool = true,
+        autoCloseReply: Bool = true,
         timeout: Double = 5
     ) async throws -> TestWebSocketClient {
         try await withTimeout(timeout, "connecting to \(path)") {
-            try await Self.connectUnbounded(port: port, path: path, headers: headers, autoPong: autoPong)
+            try await Self.connectUnbounded(
+                port: port,
+                path: path,
+                headers: headers,
+                autoPong: autoPong,
+                autoCloseReply: autoCloseReply
+            )
         }
     }
 
@@ -102,7 +113,8 @@ final class TestWebSocketClient: Sendable {
         port: Int,
         path: String,
         headers: [String: String],
-        autoPong: Bool
+        autoPong: Bool,
+        autoCloseReply: Bool
     ) async throws -> TestWebSocketClient {
         let upgrade: EventLoopFuture<UpgradeResult> = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -138,9 +150,11 @@ final class TestWebSocketClient: Sendable {
                             }
                         }
                     )
-                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
-                        configuration: .init(upgradeConfiguration: configuration)
-                    )
+                    var pipeline = NIOUpgradableHTTPClientPipelineConfiguration(upgradeConfiguration: configuration)
+                    // A server that speaks first (an initial payload) may have its first frame in the
+                    // same read as the 101 response; the default (.dropBytes) would lose it.
+                    pipeline.leftOverBytesStrategy = .forwardBytes
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: pipeline)
                 }
             }
 
@@ -150,7 +164,7 @@ final class TestWebSocketClient: Sendable {
             throw TestClientError.notUpgraded(status: status)
         case .websocket(let asyncChannel, let channel):
             let events = EventQueue<Event>(terminal: .disconnected)
-            let state = LockedState(ClientState())
+            let state = LockedState(ClientState(closeSent: !autoCloseReply))
             let writer = channel.eventLoop.makePromise(of: NIOAsyncChannelOutboundWriter<WebSocketFrame>.self)
             let reader = Task {
                 do {
@@ -262,45 +276,53 @@ final class TestWebSocketClient: Sendable {
     // MARK: Receiving
 
     /// The next event, or ``TestClientError/timeout(_:)`` if none arrives within `timeout` seconds.
-    func next(timeout: Double = 5) async throws -> Event {
-        try await self.events.next(timeout: timeout)
+    func next(timeout: Double = 5, file: StaticString = #filePath, line: UInt = #line) async throws -> Event {
+        do {
+            return try await self.events.next(timeout: timeout)
+        } catch TestClientError.timeout(let what) {
+            throw TestClientError.timeout("\(what) (waiting at \(Self.place(file, line)))")
+        }
+    }
+
+    private static func place(_ file: StaticString, _ line: UInt) -> String {
+        "\(String(describing: file).split(separator: "/").last ?? ""):\(line)"
     }
 
     /// The next text message, skipping pings and pongs; anything else is an error.
-    func nextText(timeout: Double = 5) async throws -> String {
+    func nextText(timeout: Double = 5, file: StaticString = #filePath, line: UInt = #line) async throws -> String {
         let deadline = Deadline(seconds: timeout)
         while true {
-            let event = try await self.next(timeout: deadline.remaining)
+            let event = try await self.next(timeout: deadline.remaining, file: file, line: line)
             switch event {
             case .ping, .pong:
                 continue
             case .text(let text):
                 return text
             default:
-                throw TestClientError.unexpected("expected a text message, got \(event)")
+                throw TestClientError.unexpected("expected a text message, got \(event) at \(Self.place(file, line))")
             }
         }
     }
 
     /// The next text message parsed as a JSON object.
-    func nextJSON(timeout: Double = 5) async throws -> [String: Any] {
-        let text = try await self.nextText(timeout: timeout)
+    func nextJSON(timeout: Double = 5, file: StaticString = #filePath, line: UInt = #line) async throws -> [String: Any] {
+        let text = try await self.nextText(timeout: timeout, file: file, line: line)
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
-            throw TestClientError.unexpected("not a JSON object: \(text)")
+            throw TestClientError.unexpected("not a JSON object: \(text) at \(Self.place(file, line))")
         }
         return object
     }
 
     /// Waits for the server's close frame, skipping pings, pongs and messages; returns its code.
     /// Throws if the connection ends without one.
-    func nextClose(timeout: Double = 5) async throws -> UInt16? {
+    func nextClose(timeout: Double = 5, file: StaticString = #filePath, line: UInt = #line) async throws -> UInt16? {
         let deadline = Deadline(seconds: timeout)
         while true {
-            switch try await self.next(timeout: deadline.remaining) {
+            switch try await self.next(timeout: deadline.remaining, file: file, line: line) {
             case .close(let code):
                 return code
             case .disconnected:
-                throw TestClientError.unexpected("disconnected without a close frame")
+                throw TestClientError.unexpected("disconnected without a close frame at \(Self.place(file, line))")
             default:
                 continue
             }
@@ -309,11 +331,11 @@ final class TestWebSocketClient: Sendable {
 
     /// Waits until the TCP connection is gone; returns every event seen on the way.
     @discardableResult
-    func waitForDisconnect(timeout: Double = 5) async throws -> [Event] {
+    func waitForDisconnect(timeout: Double = 5, file: StaticString = #filePath, line: UInt = #line) async throws -> [Event] {
         let deadline = Deadline(seconds: timeout)
         var seen: [Event] = []
         while true {
-            let event = try await self.next(timeout: deadline.remaining)
+            let event = try await self.next(timeout: deadline.remaining, file: file, line: line)
             if event == .disconnected {
                 return seen
             }

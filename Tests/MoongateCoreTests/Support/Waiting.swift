@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import XCTest
 
 /// A value behind a lock, for state shared between a test and NIO callbacks.
 final class LockedState<Value>: @unchecked Sendable {
@@ -150,4 +151,17 @@ func eventually(timeout seconds: Double = 5, _ condition: @Sendable () -> Bool) 
         try? await Task.sleep(nanoseconds: 10_000_000)
     }
     return condition()
+}
+
+/// Fails the test unless `condition` comes true within `seconds`.
+func assertEventually(
+    timeout seconds: Double = 5,
+    _ message: @autoclosure () -> String = "condition did not come true in time",
+    file: StaticString = #filePath,
+    line: UInt = #line,
+    _ condition: @Sendable () -> Bool
+) async {
+    if !(await eventually(timeout: seconds, condition)) {
+        XCTFail(message(), file: file, line: line)
+    }
 }

@@ -1,0 +1,152 @@
+import Logging
+import LuaBridge  // ScriptError: the error type in ScriptLoadFailure
+import MoongateCore
+import XCTest
+
+/// `checkScripts`, the engine behind `moongate check`.
+final class CheckScriptsTests: XCTestCase {
+    private var directories: [URL] = []
+
+    override func tearDown() async throws {
+        for directory in self.directories {
+            try? FileManager.default.removeItem(at: directory.deletingLastPathComponent())
+        }
+        try await super.tearDown()
+    }
+
+    private func check(_ files: [String: String]) async throws -> Result<[EndpointSpec], ScriptLoadFailure> {
+        let directory = try TestHost.makeScriptsDirectory(files)
+        self.directories.append(directory)
+        let logs = LogCapture()
+        return await checkScripts(directory: directory.path, logger: logs.logger(label: "check"))
+    }
+
+    private func errors(_ files: [String: String]) async throws -> [ScriptError] {
+        switch try await self.check(files) {
+        case .success(let specs):
+            XCTFail("expected errors, got \(specs.map(\.path))")
+            return []
+        case .failure(let failure):
+            return failure.errors
+        }
+    }
+
+    func testSuccessListsEveryEndpointWithWhereItIsDeclared() async throws {
+        let result = try await self.check([
+            "a.lua": """
+            endpoint {
+              path = "/a",
+              initial = { x = 1 },
+              on = { start = function() end, stop = function() end },
+            }
+
+            endpoint { path = "/a/:id", keepalive = { ping_every = 0 } }
+            """,
+            "b.lua": """
+            endpoint {
+              path = "/b",
+              watch = { every = 2, poll = function() return nil end },
+              heartbeat = { every = 5 },
+              on_text = function() end,
+              max_message_size = 1024,
+            }
+            """,
+        ])
+        let specs = try result.get()
+        XCTAssertEqual(specs.map(\.path), ["/a", "/a/:id", "/b"])
+        XCTAssertEqual(specs.map(\.where), ["scripts/a.lua:1", "scripts/a.lua:7", "scripts/b.lua:1"])
+        XCTAssertEqual(specs[0].handlerTypes, ["start", "stop"])
+        XCTAssertTrue(specs[0].initial)
+        XCTAssertEqual(specs[0].pingEvery, 20, "default ping interval")
+        XCTAssertEqual(specs[0].pingTimeout, 10, "default ping timeout")
+        XCTAssertEqual(specs[1].pingEvery, 0)
+        XCTAssertEqual(specs[2].watchEvery, 2)
+        XCTAssertEqual(specs[2].heartbeatEvery, 5)
+        XCTAssertEqual(specs[2].maxMessageSize, 1024)
+        XCTAssertTrue(specs[2].onText)
+        XCTAssertEqual(
+            specs[0].summary,
+            "/a  (scripts/a.lua:1)  initial  on: start, stop  ping every 20s, timeout 10s"
+        )
+        XCTAssertTrue(specs[1].summary.hasSuffix("pings off"), specs[1].summary)
+    }
+
+    func testSyntaxErrorIsReportedAsFileLineMessage() async throws {
+        let errors = try await self.errors([
+            "good.lua": #"endpoint { path = "/good" }"#,
+            "bad.lua": """
+            endpoint {
+              path = "/bad",
+              on = { x = function() return 1 end
+            }
+            """,
+        ])
+        XCTAssertEqual(errors.count, 1)
+        let error = try XCTUnwrap(errors.first)
+        XCTAssertEqual(error.kind, .compile)
+        XCTAssertEqual(error.script, "scripts/bad.lua")
+        XCTAssertEqual(error.line, 4)
+        XCTAssertTrue(error.description.hasPrefix("scripts/bad.lua:4: "), error.description)
+        XCTAssertTrue(error.message.contains("expected"), error.message)
+    }
+
+    func testInvalidEndpointDefinitionIsReportedAtTheEndpointCall() async throws {
+        let errors = try await self.errors([
+            "bad.lua": """
+            local unrelated = 1
+
+            endpoint {
+              path = "/bad",
+              on = { x = 1 },
+            }
+            """,
+        ])
+        let error = try XCTUnwrap(errors.first)
+        XCTAssertEqual(error.description, "scripts/bad.lua:3: endpoint: 'on.x' must be a function")
+    }
+
+    func testOtherInvalidDefinitionsNameTheProblem() async throws {
+        let cases: [(source: String, message: String)] = [
+            (#"endpoint { path = "no-slash" }"#, "'path' must be a string starting with '/'"),
+            (#"endpoint { path = "/a", bogus = true }"#, "unknown field 'bogus'"),
+            (#"endpoint { path = "/a", watch = { every = 0, poll = function() end } }"#, "'watch.every' must be a number of seconds > 0"),
+            (#"endpoint { path = "/a", keepalive = { timeout = -1 } }"#, "'keepalive.timeout' must be a number of seconds > 0"),
+            (#"endpoint { path = "/a", max_message_size = 1.5 }"#, "'max_message_size' must be a whole number of bytes"),
+            (#"endpoint { path = "/a?x" }"#, "'path' must not contain '?', '#' or spaces"),
+        ]
+        for (source, message) in cases {
+            let errors = try await self.errors(["e.lua": source])
+            XCTAssertEqual(errors.first?.description, "scripts/e.lua:1: endpoint: \(message)", source)
+        }
+    }
+
+    func testDuplicatePathAcrossFilesIsReported() async throws {
+        let errors = try await self.errors([
+            "a.lua": #"endpoint { path = "/rooms/:id" }"#,
+            "b.lua": "\n" + #"endpoint { path = "/rooms/:name" }"#,
+        ])
+        let error = try XCTUnwrap(errors.first)
+        XCTAssertEqual(error.kind, .definition)
+        XCTAssertEqual(error.description, "scripts/b.lua:2: endpoint /rooms/:name is already declared at scripts/a.lua:1 (as /rooms/:id)")
+    }
+
+    func testScriptWithoutEndpointIsReported() async throws {
+        let errors = try await self.errors(["empty.lua": "local x = 1"])
+        XCTAssertEqual(errors.first?.description, #"scripts/empty.lua: declares no endpoint: call endpoint { path = "/...", ... }"#)
+    }
+
+    func testEmptyFolderIsReported() async throws {
+        let errors = try await self.errors([:])
+        XCTAssertEqual(errors.first?.message, "no *.lua scripts in this folder")
+    }
+
+    func testEveryBrokenFileIsReported() async throws {
+        let errors = try await self.errors([
+            "a.lua": "endpoint {",
+            "b.lua": "error('boom')",
+            "c.lua": #"endpoint { path = "/fine" }"#,
+        ])
+        XCTAssertEqual(errors.map(\.script).sorted(), ["scripts/a.lua", "scripts/b.lua"])
+        XCTAssertTrue(errors.contains { $0.description == "scripts/b.lua:1: boom" }, "\(errors)")
+    }
+}
