@@ -87,7 +87,7 @@ static inline int moongate_message_handler(lua_State *L) {
     for (int level = 1; lua_getstack(L, level, &ar); level++) {
         lua_getinfo(L, "Sl", &ar);
         // Blame script code, not the host's own chunks (named "=...").
-        if (ar.currentline > 0 && ar.source[0] != '=') {
+        if (ar.currentline > 0 && ar.short_src[0] != '=') {
             lua_pushstring(L, ar.short_src);
             lua_setfield(L, -2, "source");
             lua_pushinteger(L, ar.currentline);

@@ -47,6 +47,17 @@ public struct ScriptError: Error, Sendable, Equatable, CustomStringConvertible {
         traceback: String? = nil
     ) -> ScriptError {
         if let located = splitLocation(rawMessage) {
+            // A location inside the host's own chunks ("=moongate:43:") says nothing to a script
+            // author: blame the script frame instead, or at least the script.
+            if located.script.hasPrefix("=") {
+                return ScriptError(
+                    kind: kind,
+                    script: blamedScript ?? fallbackScript,
+                    line: blamedScript == nil ? nil : blamedLine,
+                    message: located.message,
+                    traceback: traceback
+                )
+            }
             return ScriptError(
                 kind: kind,
                 script: located.script,
