@@ -1,3 +1,5 @@
+import Foundation
+
 /// What the host needs to know about a JSON text message without decoding it: whether it is valid
 /// JSON, whether it is an object, its top-level `"type"` and the exact bytes of its top-level `"id"`.
 /// One validating pass over the bytes (RFC 8259), no allocation but the type's string. This lets
@@ -132,7 +134,7 @@ private struct Scanner {
             try self.expect(UInt8(ascii: ":"), "':'")
             self.skipWhitespace()
             let valueStart = self.index
-            if key.elementsEqual("type".utf8) {
+            if key.isEqual(to: "type") {
                 if self.peek() == UInt8(ascii: "\"") {
                     let hasEscapes = try self.scanString()
                     envelope.type =
@@ -143,16 +145,16 @@ private struct Scanner {
                     try self.scanValue(depth: 1)
                     envelope.type = .other
                 }
-            } else if key.elementsEqual("id".utf8) {
+            } else if key.isEqual(to: "id") {
                 try self.scanValue(depth: 1)
                 envelope.id = valueStart..<self.index
-            } else if key.elementsEqual("seq".utf8) {
+            } else if key.isEqual(to: "seq") {
                 try self.scanValue(depth: 1)
                 envelope.seq = valueStart..<self.index
-            } else if key.elementsEqual("last_seq".utf8) {
+            } else if key.isEqual(to: "last_seq") {
                 try self.scanValue(depth: 1)
                 envelope.lastSeq = valueStart..<self.index
-            } else if key.elementsEqual("epoch".utf8) {
+            } else if key.isEqual(to: "epoch") {
                 try self.scanValue(depth: 1)
                 envelope.epoch = valueStart..<self.index
             } else {
@@ -257,8 +259,7 @@ private struct Scanner {
     mutating func scanLiteral(_ literal: StaticString) throws(Failure) {
         let length = literal.utf8CodeUnitCount
         guard self.index + length <= self.bytes.count,
-            UnsafeRawBufferPointer(rebasing: self.bytes[self.index..<(self.index + length)])
-                .elementsEqual(UnsafeRawBufferPointer(start: literal.utf8Start, count: length))
+            UnsafeRawBufferPointer(rebasing: self.bytes[self.index..<(self.index + length)]).isEqual(to: literal)
         else { throw Failure("invalid literal", at: self.index) }
         self.index += length
     }
@@ -285,6 +286,15 @@ private struct Scanner {
 
     mutating func skipDigits() {
         while self.peek()?.isDigit == true { self.index += 1 }
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    /// Byte comparison with an ASCII literal, without the generic `elementsEqual` path.
+    fileprivate func isEqual(to literal: StaticString) -> Bool {
+        let count = literal.utf8CodeUnitCount
+        guard self.count == count, let base = self.baseAddress else { return count == 0 && self.isEmpty }
+        return memcmp(base, literal.utf8Start, count) == 0
     }
 }
 
