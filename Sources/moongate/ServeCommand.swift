@@ -46,6 +46,18 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "SQLite file that keeps session histories across restarts (default: memory only).")
     var journal: String?
 
+    @Option(
+        name: .long,
+        help: "A browser origin allowed to connect (repeatable): same-origin (default), * or e.g. https://app.example.com. Endpoints may list their own."
+    )
+    var allowedOrigin: [String] = []
+
+    @Option(name: .long, help: "Seconds a new connection has to send its complete HTTP request.")
+    var handshakeTimeout: Double = 10
+
+    @Option(name: .long, help: "Open WebSocket connections one remote address may hold; past it, upgrades get HTTP 429.")
+    var maxConnectionsPerAddress: Int = 10_000
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -55,6 +67,8 @@ struct ServeCommand: AsyncParsableCommand {
         guard (self.ioThreads ?? 1) >= 1 else { throw ValidationError("--io-threads must be at least 1") }
         guard self.maxConnections > 0 else { throw ValidationError("--max-connections must be positive") }
         guard self.maxMessageRate >= 0 else { throw ValidationError("--max-message-rate must be >= 0") }
+        guard self.handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
+        guard self.maxConnectionsPerAddress > 0 else { throw ValidationError("--max-connections-per-address must be positive") }
         guard self.shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be >= 0") }
     }
 
@@ -72,7 +86,10 @@ struct ServeCommand: AsyncParsableCommand {
             shutdownGrace: self.shutdownGrace,
             ioThreads: self.ioThreads,
             sessionToken: self.sessionToken ?? ProcessInfo.processInfo.environment["MOONGATE_SESSION_TOKEN"],
-            journalPath: self.journal
+            journalPath: self.journal,
+            allowedOrigins: self.allowedOrigin.isEmpty ? ["same-origin"] : self.allowedOrigin,
+            handshakeTimeout: self.handshakeTimeout,
+            maxConnectionsPerAddress: self.maxConnectionsPerAddress
         )
         let server = MoongateServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(

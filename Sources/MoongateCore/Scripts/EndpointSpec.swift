@@ -15,6 +15,30 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
     public var maxMessageSize: Int?
     /// Present when the endpoint streams a session per client (`session = { ... }`).
     public var session: SessionSettings?
+    /// The endpoint has an `authorize` hook, called before the upgrade.
+    public var authorize: Bool
+    /// Origins browsers may connect from; nil: the host's `--allowed-origin` setting.
+    public var origins: [String]?
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.path = try container.decode(String.self, forKey: .path)
+        self.where = try container.decode(String.self, forKey: .where)
+        self.initial = try container.decode(Bool.self, forKey: .initial)
+        self.watchEvery = try container.decodeIfPresent(Double.self, forKey: .watchEvery)
+        self.handlers = try container.decodeIfPresent(String.self, forKey: .handlers)
+        self.onText = try container.decode(Bool.self, forKey: .onText)
+        self.onBinary = try container.decode(Bool.self, forKey: .onBinary)
+        self.pingEvery = try container.decode(Double.self, forKey: .pingEvery)
+        self.pingTimeout = try container.decode(Double.self, forKey: .pingTimeout)
+        self.heartbeatEvery = try container.decodeIfPresent(Double.self, forKey: .heartbeatEvery)
+        self.maxMessageSize = try container.decodeIfPresent(Int.self, forKey: .maxMessageSize)
+        self.session = try container.decodeIfPresent(SessionSettings.self, forKey: .session)
+        self.authorize = try container.decodeIfPresent(Bool.self, forKey: .authorize) ?? false
+        // cjson cannot tell {} from []: an explicitly empty list arrives as `no_origins`.
+        let noOrigins = try container.decodeIfPresent(Bool.self, forKey: .noOrigins) ?? false
+        self.origins = noOrigins ? [] : try container.decodeIfPresent([String].self, forKey: .origins)
+    }
 
     enum CodingKeys: String, CodingKey {
         case path, `where`, initial, handlers
@@ -25,7 +49,8 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
         case pingTimeout = "ping_timeout"
         case heartbeatEvery = "heartbeat_every"
         case maxMessageSize = "max_message_size"
-        case session
+        case session, authorize, origins
+        case noOrigins = "no_origins"
     }
 
     public var handlerTypes: [String] {
@@ -42,6 +67,8 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
         if self.onBinary { parts.append("on_binary") }
         if let every = self.heartbeatEvery { parts.append("heartbeat every \(every.formattedSeconds)") }
         if let session = self.session { parts.append("session :\(session.param) (history \(session.history))") }
+        if self.authorize { parts.append("authorize") }
+        if let origins = self.origins { parts.append("origins: " + (origins.isEmpty ? "none" : origins.joined(separator: " "))) }
         parts.append(
             self.pingEvery > 0
                 ? "ping every \(self.pingEvery.formattedSeconds), timeout \(self.pingTimeout.formattedSeconds)"

@@ -114,6 +114,7 @@ enum HostFunctions {
         case "headers": lua.push(connection.headers)
         case "path": lua.push(connection.path)
         case "remote": lua.push(connection.remoteAddress)
+        case "auth": lua.push(connection.auth)
         default: lua.pushNil()
         }
         return 1

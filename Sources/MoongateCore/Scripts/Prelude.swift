@@ -38,7 +38,8 @@ end
 local FIELDS = {
   path = "string", initial = "any", watch = "table", on = "table", on_text = "function",
   on_binary = "function", on_open = "function", on_close = "function", keepalive = "table",
-  heartbeat = "table", max_message_size = "number", session = "table",
+  heartbeat = "table", max_message_size = "number", session = "table", authorize = "function",
+  origins = "table",
 }
 
 local SESSION_FIELDS = {
@@ -92,6 +93,9 @@ function endpoint(def)
     check(def.max_message_size >= 1 and def.max_message_size % 1 == 0,
           "'max_message_size' must be a whole number of bytes")
   end
+  for _, origin in ipairs(def.origins or {}) do
+    check(type(origin) == "string", "'origins' must list origins such as \"https://example.com\" (or \"*\")")
+  end
   if def.session then
     for key, value in pairs(def.session) do
       local expected = SESSION_FIELDS[key]
@@ -135,6 +139,9 @@ function dispatch.describe()
       heartbeat_every = def.heartbeat and def.heartbeat.every,
       max_message_size = def.max_message_size,
       session = def.session,
+      authorize = def.authorize ~= nil,
+      origins = def.origins and (#def.origins > 0 and def.origins or nil),
+      no_origins = def.origins ~= nil and #def.origins == 0 or nil,
     }
   end
   if #described == 0 then return "[]" end
@@ -159,7 +166,11 @@ local conn_meta = {
   __tostring = function(self) return "conn#" .. tostring(rawget(self, "id")) end,
 }
 
-local function new_conn(id) return setmetatable({ id = id, data = {} }, conn_meta) end
+local function new_conn(id)
+  local auth_json = host.conn_info(id, "auth")
+  local auth = auth_json and decode_json(auth_json) or nil
+  return setmetatable({ id = id, data = { auth = auth }, user = auth }, conn_meta)
+end
 
 local function conn_of(id)
   local conn = conns[id]
@@ -191,6 +202,21 @@ local function reply_of(result)
   if kind == "table" then return encode_json(result) end
   if kind == "string" then return result end
   return nil
+end
+
+-- authorize(req) returns true [, auth table] to let the client in, or false [, status [, reason]]
+-- (or status, reason) to refuse it with HTTP 401/403.
+function dispatch.authorize(index, path, params, query, headers, remote)
+  current = index
+  local request = { path = path, params = params, query = query, headers = headers, remote = remote }
+  local verdict, detail, reason = endpoints[index].def.authorize(request)
+  if verdict == true then
+    if type(detail) == "table" then return true, nil, nil, encode_json(detail) end
+    return true
+  end
+  if type(verdict) == "number" then return false, verdict, type(detail) == "string" and detail or nil end
+  if type(detail) == "string" then return false, nil, detail end
+  return false, type(detail) == "number" and detail or nil, type(reason) == "string" and reason or nil
 end
 
 function dispatch.open(index, id)

@@ -8,7 +8,7 @@ import NIOWebSocket
 /// frames it produced in the current task, its watchers and timers.
 final class ScriptContext {
     enum DispatchFunction: String, CaseIterable {
-        case describe, open, text, binary, close, poll, heartbeat, timer
+        case describe, authorize, open, text, binary, close, poll, heartbeat, timer
         case failedMessage = "failed_message"
     }
 
@@ -122,6 +122,28 @@ final class ScriptContext {
     }
 
     // MARK: Connections
+
+    func authorize(_ request: AuthorizationRequest, index: Int) -> AuthorizationDecision {
+        do {
+            try self.call(.authorize, results: 4) { lua in
+                lua.push(index)
+                lua.push(request.path)
+                lua.push(request.params)
+                lua.push(request.query)
+                lua.push(request.headers)
+                lua.push(request.remoteAddress)
+                return 6
+            }
+            defer { self.lua.pop(4) }
+            if self.lua.bool(at: -4) {
+                return .allow(auth: self.lua.string(at: -1))
+            }
+            return .denied(status: self.lua.integer(at: -3), reason: self.lua.string(at: -2))
+        } catch {
+            self.report(error, while: "authorizing a handshake (denied)", endpoint: index, connection: nil)
+            return .denied(status: 403, reason: "authorization failed")
+        }
+    }
 
     func open(_ connection: Connection, index: Int) {
         var initial: WebSocketFrame?

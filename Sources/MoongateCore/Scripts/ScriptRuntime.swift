@@ -56,6 +56,16 @@ final class ScriptRuntime: Sendable {
 
     // MARK: Connection events, from the I/O loops
 
+    /// Runs the endpoint's `authorize` hook for a handshake.
+    func authorize(_ request: AuthorizationRequest, index: Int) -> EventLoopFuture<AuthorizationDecision> {
+        self.loop.submit {
+            guard let context = self.context.value else {
+                return .deny(status: 503, reason: "the endpoint is reloading: try again")
+            }
+            return context.authorize(request, index: index)
+        }
+    }
+
     func connect(_ connection: Connection) {
         self.loop.execute {
             guard let context = self.context.value, let index = context.index(of: connection.slot) else {

@@ -13,6 +13,8 @@ final class Connection: Sendable {
     /// Header names lower-cased; repeated headers joined with ", ".
     let headers: [String: String]
     let remoteAddress: String?
+    /// JSON of what the endpoint's `authorize` hook returned for this client, if anything.
+    let auth: String?
     let slot: EndpointSlot
     /// Batches of this client's events (its connect included) handed to the script and not yet
     /// finished. While any are, the I/O loop must not answer a message itself: its reply would
@@ -35,7 +37,8 @@ final class Connection: Sendable {
         query: [String: String],
         headers: [String: String],
         slot: EndpointSlot,
-        session: Session? = nil
+        session: Session? = nil,
+        auth: String? = nil
     ) {
         self.id = id
         self.channel = channel
@@ -44,6 +47,7 @@ final class Connection: Sendable {
         self.query = query
         self.headers = headers
         self.remoteAddress = channel.remoteAddress?.ipAddress
+        self.auth = auth
         self.slot = slot
         self.scriptWork = .makeBoxSendingValue(0, eventLoop: channel.eventLoop)
         self.preEncodedWriter = .makeEmptyBox(eventLoop: channel.eventLoop)

@@ -7,6 +7,7 @@ final class ConnectionRegistry: Sendable {
     private struct State {
         var nextID: UInt64 = 1
         var connections: [UInt64: Connection] = [:]
+        var perAddress: [String: Int] = [:]
         var emptyWaiters: [EventLoopPromise<Void>] = []
     }
 
@@ -20,12 +21,23 @@ final class ConnectionRegistry: Sendable {
     }
 
     func add(_ connection: Connection) {
-        self.state.withLockedValue { $0.connections[connection.id] = connection }
+        self.state.withLockedValue { state in
+            state.connections[connection.id] = connection
+            if let address = connection.remoteAddress {
+                state.perAddress[address, default: 0] += 1
+            }
+        }
     }
 
     func remove(_ connection: Connection) {
         let waiters: [EventLoopPromise<Void>] = self.state.withLockedValue { state in
-            state.connections[connection.id] = nil
+            guard state.connections.removeValue(forKey: connection.id) != nil else { return [] }
+            if let address = connection.remoteAddress {
+                state.perAddress[address, default: 1] -= 1
+                if state.perAddress[address] == 0 {
+                    state.perAddress[address] = nil
+                }
+            }
             guard state.connections.isEmpty else { return [] }
             defer { state.emptyWaiters = [] }
             return state.emptyWaiters
@@ -38,6 +50,10 @@ final class ConnectionRegistry: Sendable {
     }
 
     var count: Int { self.state.withLockedValue { $0.connections.count } }
+
+    func count(from address: String) -> Int {
+        self.state.withLockedValue { $0.perAddress[address] ?? 0 }
+    }
 
     var all: [Connection] { self.state.withLockedValue { Array($0.connections.values) } }
 

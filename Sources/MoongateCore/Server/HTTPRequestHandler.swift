@@ -16,11 +16,20 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let connections: ConnectionRegistry
     private let maxConnections: Int
     private let sessionsAPI: SessionsAPI
+    /// Why the handshake gate refused this connection's upgrade, if it did.
+    private let refusal: () -> HTTPReply?
     private var request: HTTPRequestHead?
     private var body = ByteBuffer()
     private var bodyTooLarge = false
 
-    init(endpoints: EndpointTable, sessions: SessionStore, connections: ConnectionRegistry, configuration: ServerConfiguration) {
+    init(
+        endpoints: EndpointTable,
+        sessions: SessionStore,
+        connections: ConnectionRegistry,
+        configuration: ServerConfiguration,
+        refusal: @escaping () -> HTTPReply? = { nil }
+    ) {
+        self.refusal = refusal
         self.endpoints = endpoints
         self.connections = connections
         self.maxConnections = configuration.maxConnections
@@ -76,8 +85,11 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             return reply
         }
         if let route = self.endpoints.route(target.path) {
+            if let refusal = self.refusal() {
+                return refusal
+            }
             if let param = route.slot.binding?.spec.session?.param,
-                MoongateServer.sessionID(route: route, target: target) == nil
+                ChildPipeline.sessionID(route: route, target: target) == nil
             {
                 return .text(.badRequest, "this endpoint streams a session: name it with the path or query parameter '\(param)'\n")
             }
@@ -130,7 +142,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
 extension HTTPRequestHandler: Sendable {}
 
 /// A complete HTTP response.
-struct HTTPReply {
+struct HTTPReply: Sendable {
     var status: HTTPResponseStatus
     var contentType: String
     var body: String

@@ -201,11 +201,13 @@ public final class MoongateServer: Sendable {
     // MARK: Listening
 
     private func bind() async throws -> any Channel {
-        let endpoints = self.endpoints
-        let connections = self.connections
-        let sessions = self.sessions
-        let logger = self.logger
-        let configuration = self.configuration
+        let pipeline = ChildPipeline(
+            endpoints: self.endpoints,
+            connections: self.connections,
+            sessions: self.sessions,
+            configuration: self.configuration,
+            logger: self.logger
+        )
         return try await ServerBootstrap(group: self.ioGroup)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -213,131 +215,11 @@ public final class MoongateServer: Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configureChildPipeline(
-                        channel: channel,
-                        endpoints: endpoints,
-                        connections: connections,
-                        sessions: sessions,
-                        configuration: configuration,
-                        logger: logger
-                    )
+                    try pipeline.configure(channel)
                 }
             }
             .bind(host: self.configuration.host, port: self.configuration.port)
             .get()
-    }
-
-    private static func configureChildPipeline(
-        channel: any Channel,
-        endpoints: EndpointTable,
-        connections: ConnectionRegistry,
-        sessions: SessionStore,
-        configuration: ServerConfiguration,
-        logger: Logger
-    ) throws {
-        let maxMessageSize = configuration.maxMessageSize
-        let upgrader = NIOWebSocketServerUpgrader(
-            maxFrameSize: max(maxMessageSize, endpoints.largestMessageLimit),
-            automaticErrorHandling: true,
-            shouldUpgrade: { channel, head in
-                let target = RequestTarget(uri: head.uri)
-                // Unknown paths, session endpoints asked for no session, and upgrades past the
-                // connection limit are answered over HTTP instead.
-                let acceptable = head.method == .GET && Self.hasValidKey(head.headers)
-                    && connections.count < configuration.maxConnections && endpoints.route(target.path).map { route in
-                    route.slot.binding?.spec.session == nil || Self.sessionID(route: route, target: target) != nil
-                } ?? false
-                return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
-            },
-            upgradePipelineHandler: { channel, head in
-                let target = RequestTarget(uri: head.uri)
-                guard let route = endpoints.route(target.path) else {
-                    return channel.close()
-                }
-                let connection = Connection(
-                    id: connections.makeID(),
-                    channel: channel,
-                    path: String(target.path),
-                    params: route.params,
-                    query: target.query,
-                    headers: Self.flatten(head.headers),
-                    slot: route.slot,
-                    session: route.slot.binding?.spec.session.flatMap { settings in
-                        Self.sessionID(route: route, target: target).map { sessions.session($0, creatingWith: settings) }
-                    }
-                )
-                let declaredLimit = route.slot.binding?.spec.maxMessageSize
-                let limit = declaredLimit ?? maxMessageSize
-                // An endpoint that declares large messages may send large ones too (echo does).
-                let outboundLimit = max(configuration.maxOutboundBuffer, 2 * (declaredLimit ?? 0))
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.syncOptions?.setOption(
-                        .writeBufferWaterMark,
-                        value: .init(low: outboundLimit / 2, high: outboundLimit)
-                    )
-                    let encoder = try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self)
-                    try channel.pipeline.syncOperations.addHandler(
-                        PreEncodedFrameGateway(connection: connection),
-                        position: .before(encoder)
-                    )
-                    try channel.pipeline.syncOperations.addHandlers([
-                        FrameValidator(),
-                        NIOWebSocketFrameAggregator(
-                            minNonFinalFragmentSize: 0,
-                            maxAccumulatedFrameCount: Int.max,
-                            maxAccumulatedFrameSize: limit
-                        ),
-                        WebSocketConnectionHandler(
-                            connection: connection,
-                            registry: connections,
-                            maxMessageSize: limit,
-                            maxMessageRate: configuration.maxMessageRate,
-                            logger: logger
-                        ),
-                    ])
-                }
-            }
-        )
-        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-            withServerUpgrade: (
-                upgraders: [upgrader],
-                completionHandler: { context in
-                    context.pipeline.syncOperations.removeHandler(name: HTTPRequestHandler.name, promise: nil)
-                }
-            ),
-            withErrorHandling: true
-        )
-        try channel.pipeline.syncOperations.addHandler(
-            HTTPRequestHandler(
-                endpoints: endpoints,
-                sessions: sessions,
-                connections: connections,
-                configuration: configuration
-            ),
-            name: HTTPRequestHandler.name
-        )
-    }
-
-    /// RFC 6455: the key is 16 random bytes in base64; NIO's upgrader only checks it is there.
-    static func hasValidKey(_ headers: HTTPHeaders) -> Bool {
-        guard let key = headers.first(name: "Sec-WebSocket-Key") else { return false }
-        return Data(base64Encoded: key.trimmingCharacters(in: .whitespaces))?.count == 16
-    }
-
-    /// The session a client of a session endpoint asks for: the path parameter, else the query's.
-    static func sessionID(route: (slot: EndpointSlot, params: [String: String]), target: RequestTarget) -> String? {
-        guard let param = route.slot.binding?.spec.session?.param else { return nil }
-        let id = route.params[param] ?? target.query[param]
-        return id?.isEmpty == false ? id : nil
-    }
-
-    private static func flatten(_ headers: HTTPHeaders) -> [String: String] {
-        var flat: [String: String] = [:]
-        for (name, value) in headers {
-            let key = name.lowercased()
-            flat[key] = flat[key].map { "\($0), \(value)" } ?? value
-        }
-        return flat
     }
 }
 

@@ -24,6 +24,13 @@ public struct ServerConfiguration: Sendable {
     public var sessionToken: String?
     /// SQLite file that keeps session histories across restarts; nil keeps them in memory only.
     public var journalPath: String?
+    /// Browser origins allowed to connect, unless an endpoint lists its own `origins`:
+    /// `same-origin` (default), `*`, or origins such as `https://app.example.com`.
+    public var allowedOrigins: [String]
+    /// Seconds a new TCP connection has to complete its HTTP request (slowloris protection).
+    public var handshakeTimeout: Double
+    /// Open WebSocket connections one remote address may hold.
+    public var maxConnectionsPerAddress: Int
 
     public init(
         host: String = "127.0.0.1",
@@ -37,7 +44,10 @@ public struct ServerConfiguration: Sendable {
         shutdownGrace: Double = 3,
         ioThreads: Int? = nil,
         sessionToken: String? = nil,
-        journalPath: String? = nil
+        journalPath: String? = nil,
+        allowedOrigins: [String] = ["same-origin"],
+        handshakeTimeout: Double = 10,
+        maxConnectionsPerAddress: Int = 10_000
     ) {
         self.host = host
         self.port = port
@@ -51,5 +61,8 @@ public struct ServerConfiguration: Sendable {
         self.ioThreads = ioThreads ?? ProcessorCount.available
         self.sessionToken = sessionToken
         self.journalPath = journalPath
+        self.allowedOrigins = allowedOrigins
+        self.handshakeTimeout = handshakeTimeout
+        self.maxConnectionsPerAddress = maxConnectionsPerAddress
     }
 }

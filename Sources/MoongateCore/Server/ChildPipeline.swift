@@ -1,0 +1,181 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// Builds each accepted connection's pipeline: HTTP/1 with the WebSocket upgrader, the handshake
+/// gate (limits, origin, the endpoint's `authorize` hook), and after the upgrade the WebSocket
+/// handlers. Refusals are answered over HTTP by `HTTPRequestHandler`.
+struct ChildPipeline: Sendable {
+    let endpoints: EndpointTable
+    let connections: ConnectionRegistry
+    let sessions: SessionStore
+    let configuration: ServerConfiguration
+    let logger: Logger
+
+    /// What the gate decided for this channel's handshake, for the upgrade or the HTTP answer.
+    private struct Handshake {
+        var refusal: HTTPReply?
+        var auth: String?
+        var timeout: Scheduled<Void>?
+    }
+
+    func configure(_ channel: any Channel) throws {
+        let handshake = NIOLoopBoundBox(Handshake(), eventLoop: channel.eventLoop)
+        // A client that opens a connection and never finishes its request is dropped.
+        handshake.value.timeout = channel.eventLoop.scheduleTask(in: .interval(self.configuration.handshakeTimeout)) {
+            channel.close(promise: nil)
+        }
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: max(self.configuration.maxMessageSize, self.endpoints.largestMessageLimit),
+            automaticErrorHandling: true,
+            shouldUpgrade: { channel, head in
+                self.admit(head, channel: channel, handshake: handshake)
+            },
+            upgradePipelineHandler: { channel, head in
+                handshake.value.timeout?.cancel()
+                return self.upgrade(channel, head: head, auth: handshake.value.auth)
+            }
+        )
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withServerUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { context in
+                    context.pipeline.syncOperations.removeHandler(name: HTTPRequestHandler.name, promise: nil)
+                }
+            ),
+            withErrorHandling: true
+        )
+        try channel.pipeline.syncOperations.addHandler(
+            HTTPRequestHandler(
+                endpoints: self.endpoints,
+                sessions: self.sessions,
+                connections: self.connections,
+                configuration: self.configuration,
+                refusal: { handshake.value.refusal }
+            ),
+            name: HTTPRequestHandler.name
+        )
+    }
+
+    /// Headers for the 101 if the handshake may proceed; nil leaves the request to the HTTP
+    /// handler, which explains the refusal (stored in `handshake`) or the malformed request.
+    private func admit(
+        _ head: HTTPRequestHead,
+        channel: any Channel,
+        handshake: NIOLoopBoundBox<Handshake>
+    ) -> EventLoopFuture<HTTPHeaders?> {
+        let loop = channel.eventLoop
+        let target = RequestTarget(uri: head.uri)
+        guard head.method == .GET, Self.hasValidKey(head.headers), let route = self.endpoints.route(target.path),
+            let binding = route.slot.binding,
+            binding.spec.session == nil || Self.sessionID(route: route, target: target) != nil,
+            self.connections.count < self.configuration.maxConnections
+        else {
+            return loop.makeSucceededFuture(nil)
+        }
+        let remote = channel.remoteAddress?.ipAddress
+        if let remote, self.connections.count(from: remote) >= self.configuration.maxConnectionsPerAddress {
+            handshake.value.refusal = .text(.tooManyRequests, "too many connections from \(remote)\n")
+            return loop.makeSucceededFuture(nil)
+        }
+        let policy = OriginPolicy(allowed: self.configuration.allowedOrigins)
+        guard policy.allows(origin: head.headers.first(name: "Origin"), host: head.headers.first(name: "Host"), endpointOrigins: binding.spec.origins)
+        else {
+            handshake.value.refusal = .text(.forbidden, "origin not allowed\n")
+            return loop.makeSucceededFuture(nil)
+        }
+        guard binding.spec.authorize else {
+            return loop.makeSucceededFuture(HTTPHeaders())
+        }
+        let request = AuthorizationRequest(
+            path: String(target.path),
+            params: route.params,
+            query: target.query,
+            headers: Self.flatten(head.headers),
+            remoteAddress: remote
+        )
+        return binding.runtime.authorize(request, index: binding.index).hop(to: loop).map { decision in
+            switch decision {
+            case .allow(let auth):
+                handshake.value.auth = auth
+                return HTTPHeaders()
+            case .deny(let status, let reason):
+                var reply = HTTPReply.text(HTTPResponseStatus(statusCode: status), reason + "\n")
+                if status == 401 {
+                    reply.headers.add(name: "WWW-Authenticate", value: "Bearer")
+                }
+                handshake.value.refusal = reply
+                return nil
+            }
+        }
+    }
+
+    private func upgrade(_ channel: any Channel, head: HTTPRequestHead, auth: String?) -> EventLoopFuture<Void> {
+        let target = RequestTarget(uri: head.uri)
+        guard let route = self.endpoints.route(target.path) else {
+            return channel.close()
+        }
+        let connection = Connection(
+            id: self.connections.makeID(),
+            channel: channel,
+            path: String(target.path),
+            params: route.params,
+            query: target.query,
+            headers: Self.flatten(head.headers),
+            slot: route.slot,
+            session: route.slot.binding?.spec.session.flatMap { settings in
+                Self.sessionID(route: route, target: target).map { self.sessions.session($0, creatingWith: settings) }
+            },
+            auth: auth
+        )
+        let declaredLimit = route.slot.binding?.spec.maxMessageSize
+        let limit = declaredLimit ?? self.configuration.maxMessageSize
+        // An endpoint that declares large messages may send large ones too (echo does).
+        let outboundLimit = max(self.configuration.maxOutboundBuffer, 2 * (declaredLimit ?? 0))
+        return channel.eventLoop.makeCompletedFuture {
+            try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: outboundLimit / 2, high: outboundLimit))
+            let encoder = try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self)
+            try channel.pipeline.syncOperations.addHandler(PreEncodedFrameGateway(connection: connection), position: .before(encoder))
+            try channel.pipeline.syncOperations.addHandlers([
+                FrameValidator(),
+                NIOWebSocketFrameAggregator(
+                    minNonFinalFragmentSize: 0,
+                    maxAccumulatedFrameCount: Int.max,
+                    maxAccumulatedFrameSize: limit
+                ),
+                WebSocketConnectionHandler(
+                    connection: connection,
+                    registry: self.connections,
+                    maxMessageSize: limit,
+                    maxMessageRate: self.configuration.maxMessageRate,
+                    logger: self.logger
+                ),
+            ])
+        }
+    }
+
+    /// RFC 6455: the key is 16 random bytes in base64; NIO's upgrader only checks it is there.
+    static func hasValidKey(_ headers: HTTPHeaders) -> Bool {
+        guard let key = headers.first(name: "Sec-WebSocket-Key") else { return false }
+        return Data(base64Encoded: key.trimmingCharacters(in: .whitespaces))?.count == 16
+    }
+
+    /// The session a client of a session endpoint asks for: the path parameter, else the query's.
+    static func sessionID(route: (slot: EndpointSlot, params: [String: String]), target: RequestTarget) -> String? {
+        guard let param = route.slot.binding?.spec.session?.param else { return nil }
+        let id = route.params[param] ?? target.query[param]
+        return id?.isEmpty == false ? id : nil
+    }
+
+    private static func flatten(_ headers: HTTPHeaders) -> [String: String] {
+        var flat: [String: String] = [:]
+        for (name, value) in headers {
+            let key = name.lowercased()
+            flat[key] = flat[key].map { "\($0), \(value)" } ?? value
+        }
+        return flat
+    }
+}
+
