@@ -1,0 +1,135 @@
+"""Who may connect: the authorize hook, allowed origins, connection limits, the handshake timeout.
+Each test drives the built binary over real sockets; refusals are checked by their HTTP status."""
+
+import asyncio
+import json
+import socket
+import time
+
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from hostile_support import Host
+
+SCRIPT = r"""
+endpoint {
+  path = "/secure",
+  authorize = function(req)
+    local token = req.query.token or (req.headers.authorization or ""):match("^Bearer (.+)$")
+    if token == "good" then return true, { user = "ada", role = "admin", from = req.remote } end
+    if token == "boom" then error("kaboom") end
+    if token == "spin" then while true do end end
+    if token == nil then return false, 401, "token required" end
+    return false, "bad token"
+  end,
+  initial = function(conn) return { type = "hello", user = conn.user.user, role = conn.data.auth.role } end,
+  on = { who = function(conn) return { type = "you", user = conn.user.user } end },
+}
+endpoint { path = "/partner", origins = { "https://partner.example" }, initial = { type = "hi" } }
+endpoint { path = "/open", initial = { type = "hi" } }
+"""
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    scripts = tmp_path_factory.mktemp("security")
+    (scripts / "security.lua").write_text(SCRIPT)
+    server = Host(
+        scripts,
+        "--handshake-timeout", "1",
+        "--max-connections-per-address", "5",
+        "--lua-budget", "2000000",
+    ).start()
+    try:
+        yield server
+    finally:
+        code = server.stop()
+    assert code == 0, server.log_text()[-4000:]
+
+
+def first_message(url, **options):
+    async def scenario():
+        async with websockets.connect(url, open_timeout=5, **options) as ws:
+            return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+    return asyncio.run(scenario())
+
+
+def refusal_status(url, **options):
+    with pytest.raises(InvalidStatus) as refused:
+        first_message(url, **options)
+    return refused.value.response.status_code, refused.value.response.body
+
+
+def test_authorized_client_gets_its_identity_in_lua(host):
+    assert first_message(host.url("/secure?token=good")) == {"type": "hello", "user": "ada", "role": "admin"}
+    bearer = first_message(host.url("/secure"), additional_headers={"Authorization": "Bearer good"})
+    assert bearer["user"] == "ada"
+
+
+def test_identity_survives_for_the_connections_messages(host):
+    async def scenario():
+        async with websockets.connect(host.url("/secure?token=good")) as ws:
+            await asyncio.wait_for(ws.recv(), 5)
+            await ws.send(json.dumps({"type": "who"}))
+            return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+    assert asyncio.run(scenario()) == {"type": "you", "user": "ada"}
+
+
+def test_missing_token_is_401_with_the_reason(host):
+    status, body = refusal_status(host.url("/secure"))
+    assert status == 401
+    assert b"token required" in body
+
+
+def test_wrong_token_is_403(host):
+    status, body = refusal_status(host.url("/secure?token=nope"))
+    assert (status, body.strip()) == (403, b"bad token")
+
+
+def test_errors_and_runaway_loops_in_authorize_deny(host):
+    mark = host.log_mark()
+    assert refusal_status(host.url("/secure?token=boom"))[0] == 403
+    host.wait_for_log(lambda line: "kaboom" in line and "security.lua:7" in line, timeout=5, since=mark)
+    assert refusal_status(host.url("/secure?token=spin"))[0] == 403
+    # The endpoint keeps serving afterwards.
+    assert first_message(host.url("/secure?token=good"))["user"] == "ada"
+
+
+def test_foreign_origins_are_refused_same_origin_and_non_browsers_are_not(host):
+    assert refusal_status(host.url("/open"), origin="https://evil.example")[0] == 403
+    assert first_message(host.url("/open"), origin=f"http://127.0.0.1:{host.port}") == {"type": "hi"}
+    assert first_message(host.url("/open")) == {"type": "hi"}
+
+
+def test_an_endpoint_can_list_its_own_origins(host):
+    assert first_message(host.url("/partner"), origin="https://partner.example") == {"type": "hi"}
+    assert refusal_status(host.url("/partner"), origin=f"http://127.0.0.1:{host.port}")[0] == 403
+
+
+def test_connections_per_address_are_limited(host):
+    async def scenario():
+        open_sockets = [await websockets.connect(host.url("/open")) for _ in range(5)]
+        try:
+            with pytest.raises(InvalidStatus) as refused:
+                await websockets.connect(host.url("/open"))
+            return refused.value.response.status_code
+        finally:
+            for ws in open_sockets:
+                await ws.close()
+
+    assert asyncio.run(scenario()) == 429
+
+
+def test_a_handshake_that_never_completes_is_closed(host):
+    sock = socket.create_connection(("127.0.0.1", host.port))
+    try:
+        sock.settimeout(5)
+        started = time.monotonic()
+        sock.sendall(b"GET /open HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        assert sock.recv(100) == b""
+        assert time.monotonic() - started < 4
+    finally:
+        sock.close()
