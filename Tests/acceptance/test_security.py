@@ -133,3 +133,10 @@ def test_a_handshake_that_never_completes_is_closed(host):
         assert time.monotonic() - started < 4
     finally:
         sock.close()
+
+
+def test_readyz_reports_ready_once_listening(host):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{host.port}/readyz", timeout=5) as response:
+        assert (response.status, response.read()) == (200, b"ready\n")

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
@@ -12,6 +13,7 @@ struct ChildPipeline: Sendable {
     let connections: ConnectionRegistry
     let sessions: SessionStore
     let configuration: ServerConfiguration
+    let readiness: NIOLockedValueBox<Bool>
     let logger: Logger
 
     /// What the gate decided for this channel's handshake, for the upgrade or the HTTP answer.
@@ -53,6 +55,7 @@ struct ChildPipeline: Sendable {
                 sessions: self.sessions,
                 connections: self.connections,
                 configuration: self.configuration,
+                readiness: self.readiness,
                 refusal: { handshake.value.refusal }
             ),
             name: HTTPRequestHandler.name

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -16,6 +17,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let connections: ConnectionRegistry
     private let maxConnections: Int
     private let sessionsAPI: SessionsAPI
+    private let readiness: NIOLockedValueBox<Bool>
     /// Why the handshake gate refused this connection's upgrade, if it did.
     private let refusal: () -> HTTPReply?
     private var request: HTTPRequestHead?
@@ -27,8 +29,10 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         sessions: SessionStore,
         connections: ConnectionRegistry,
         configuration: ServerConfiguration,
+        readiness: NIOLockedValueBox<Bool>,
         refusal: @escaping () -> HTTPReply? = { nil }
     ) {
+        self.readiness = readiness
         self.refusal = refusal
         self.endpoints = endpoints
         self.connections = connections
@@ -80,6 +84,10 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         let target = RequestTarget(uri: head.uri)
         if target.path == "/healthz" {
             return head.method == .GET || head.method == .HEAD ? .text(.ok, "ok\n") : .methodNotAllowed("GET")
+        }
+        if target.path == "/readyz" {
+            guard head.method == .GET || head.method == .HEAD else { return .methodNotAllowed("GET") }
+            return self.readiness.withLockedValue { $0 } ? .text(.ok, "ready\n") : .text(.serviceUnavailable, "not ready\n")
         }
         if let reply = self.sessionsAPI.handle(head, target: target, body: self.bodyTooLarge ? nil : self.body) {
             return reply

@@ -16,6 +16,8 @@ public final class MoongateServer: Sendable {
     private let connections = ConnectionRegistry()
     private let endpoints = EndpointTable()
     private let sessions = SessionStore()
+    /// Scripts loaded and listening, and not shutting down: what `GET /readyz` reports.
+    private let readiness = NIOLockedValueBox(false)
     private let services: HostServices
     private let state = NIOLockedValueBox(State())
 
@@ -64,6 +66,7 @@ public final class MoongateServer: Sendable {
             state.serverChannel = channel
             state.sessionSweeper = sweeper
         }
+        self.readiness.withLockedValue { $0 = true }
         let port = channel.localAddress?.port ?? self.configuration.port
         self.logger.info(
             "listening on ws://\(self.configuration.host):\(port)",
@@ -113,6 +116,7 @@ public final class MoongateServer: Sendable {
             return (false, state.serverChannel)
         }
         guard !alreadyShutDown else { return }
+        self.readiness.withLockedValue { $0 = false }
         try? await channel?.close()
         let open = self.connections.all
         self.logger.info("shutting down", metadata: ["connections": "\(open.count)"])
@@ -206,6 +210,7 @@ public final class MoongateServer: Sendable {
             connections: self.connections,
             sessions: self.sessions,
             configuration: self.configuration,
+            readiness: self.readiness,
             logger: self.logger
         )
         return try await ServerBootstrap(group: self.ioGroup)
