@@ -4,8 +4,10 @@ import NIOCore
 /// once and every member set is only ever read or changed on its own loop, without locks.
 final class Fanout: Sendable {
     private let members: [ObjectIdentifier: NIOLoopBoundBox<[UInt64: Connection]>]
+    let metrics: EndpointMetrics
 
-    init(loops: [any EventLoop]) {
+    init(loops: [any EventLoop], metrics: EndpointMetrics) {
+        self.metrics = metrics
         var members: [ObjectIdentifier: NIOLoopBoundBox<[UInt64: Connection]>] = [:]
         for loop in loops {
             members[ObjectIdentifier(loop)] = .makeBoxSendingValue([:], eventLoop: loop)

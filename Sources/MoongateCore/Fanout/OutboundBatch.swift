@@ -33,6 +33,7 @@ struct OutboundBatch {
         guard !targets.isEmpty else { return }
         let serialized = self.serializer.serialize(frame)
         for target in targets {
+            target.fanout.metrics.broadcasts.increment()
             self.append(.broadcast(target.fanout, frame: serialized, pathFilter: target.pathFilter))
         }
     }
@@ -96,11 +97,14 @@ struct OutboundBatch {
             }
         }
         func write(_ frame: WebSocketFrame, to connection: Connection) {
+            guard !connection.isClosing.value else { return }
             connection.channel.write(frame, promise: nil)
             wrote(frame.length, to: connection)
+            connection.slot.metrics.messagesOut.increment()
+            connection.slot.metrics.bytesOut.increment(by: frame.length)
         }
         func write(serialized frame: ByteBuffer, to connection: Connection) {
-            guard let writer = connection.preEncodedWriter.value else { return }
+            guard let writer = connection.preEncodedWriter.value, !connection.isClosing.value else { return }
             writer.write(NIOAny(frame), promise: nil)
             wrote(frame.readableBytes, to: connection)
         }
@@ -120,6 +124,7 @@ struct OutboundBatch {
                 connection.earlyBroadcasts.value = nil
                 connection.updateSessionCursor { $0.joined = true }
             case .broadcast(let fanout, let frame, let pathFilter):
+                var deliveries = 0
                 fanout.forEachMember(on: loop) { connection in
                     guard pathFilter == nil || connection.path == pathFilter else { return }
                     if connection.earlyBroadcasts.value != nil {
@@ -127,6 +132,12 @@ struct OutboundBatch {
                     } else {
                         write(serialized: frame, to: connection)
                     }
+                    deliveries += 1
+                }
+                if deliveries > 0 {
+                    fanout.metrics.deliveries.increment(by: deliveries)
+                    fanout.metrics.messagesOut.increment(by: deliveries)
+                    fanout.metrics.bytesOut.increment(by: deliveries * frame.readableBytes)
                 }
             case .close(let connection, let code, let reason):
                 unflushed.removeValue(forKey: connection.id)?.connection.flush()

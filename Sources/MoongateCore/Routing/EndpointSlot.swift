@@ -22,6 +22,7 @@ final class EndpointBinding: Sendable {
 final class EndpointSlot: Sendable {
     let pattern: PathPattern
     let fanout: Fanout
+    let metrics: EndpointMetrics
     private let state: NIOLockedValueBox<State>
 
     private struct State {
@@ -29,9 +30,10 @@ final class EndpointSlot: Sendable {
         var snapshot: String?
     }
 
-    init(pattern: PathPattern, fanout: Fanout, binding: EndpointBinding) {
+    init(pattern: PathPattern, fanout: Fanout, binding: EndpointBinding, metrics: EndpointMetrics) {
         self.pattern = pattern
         self.fanout = fanout
+        self.metrics = metrics
         self.state = NIOLockedValueBox(State(binding: binding))
     }
 

@@ -6,6 +6,7 @@ struct HostServices: Sendable {
     let connections: ConnectionRegistry
     let endpoints: EndpointTable
     let sessions: SessionStore
+    let metrics: HostMetrics
     let ioLoops: [any EventLoop]
     let limits: ScriptLimits
     let logger: Logger
@@ -16,6 +17,7 @@ struct HostServices: Sendable {
             connections: ConnectionRegistry(),
             endpoints: EndpointTable(),
             sessions: SessionStore(),
+            metrics: HostMetrics(),
             ioLoops: [],
             limits: limits,
             logger: logger

@@ -10,6 +10,19 @@ final class ScriptContext {
     enum DispatchFunction: String, CaseIterable {
         case describe, authorize, open, text, binary, close, poll, heartbeat, timer
         case failedMessage = "failed_message"
+
+        /// How `moongate_lua_call_duration_seconds` labels calls.
+        var metricKind: String {
+            switch self {
+            case .text, .binary, .close, .failedMessage: return "handler"
+            case .open: return "initial"
+            case .poll: return "poll"
+            case .timer: return "timer"
+            case .heartbeat: return "heartbeat"
+            case .authorize: return "authorize"
+            case .describe: return "load"
+            }
+        }
     }
 
     let file: ScriptFile
@@ -64,6 +77,16 @@ final class ScriptContext {
         self.specs = try self.describe()
     }
 
+    /// Acks and error replies, by their first bytes (messages out are counted when written).
+    private static func countKind(of reply: ByteBuffer, on connection: Connection) {
+        let head = reply.getString(at: reply.readerIndex, length: min(16, reply.readableBytes)) ?? ""
+        if head.hasPrefix(#"{"type":"ack""#) {
+            connection.slot.metrics.acks.increment()
+        } else if head.hasPrefix(#"{"type":"error""#) {
+            connection.slot.metrics.errorReplies.increment()
+        }
+    }
+
     static func current(_ state: OpaquePointer) -> ScriptContext {
         Unmanaged<ScriptContext>.fromOpaque(LuaState.context(of: state)!).takeUnretainedValue()
     }
@@ -108,6 +131,14 @@ final class ScriptContext {
         let arguments = self.lua.withoutMemoryLimit {
             self.lua.pushReference(self.dispatch[function]!)
             return pushArguments(self.lua)
+        }
+        let started = NIODeadline.now()
+        defer {
+            self.services.metrics.recordLuaCall(
+                script: self.file.displayName,
+                kind: function.metricKind,
+                nanoseconds: (NIODeadline.now() - started).nanoseconds
+            )
         }
         try self.lua.call(arguments: arguments, results: results)
         return results
@@ -190,9 +221,11 @@ final class ScriptContext {
             }
             if let reply = self.lua.withBytes(at: -1, { ByteBuffer(bytes: $0) }) {
                 self.batch.append(.send(connection, WebSocketFrame(fin: true, opcode: .text, data: reply)))
+                Self.countKind(of: reply, on: connection)
             }
             self.lua.pop()
         } catch {
+            connection.slot.metrics.errorReplies.increment()
             let type = self.failedMessageType()
             let what = type.map { "handling a \"\($0)\" message" } ?? "handling a message"
             self.report(error, while: what, endpoint: index, connection: connection)
@@ -368,6 +401,7 @@ final class ScriptContext {
     // MARK: Errors and files
 
     func report(_ error: ScriptError, while activity: String, endpoint index: Int?, connection: Connection?) {
+        self.services.metrics.count("moongate_lua_errors_total", [("script", self.file.displayName), ("kind", error.kind.rawValue)])
         var metadata: Logger.Metadata = ["kind": "\(error.kind.rawValue)"]
         if let index, self.specs.indices.contains(index - 1) {
             metadata["endpoint"] = "\(self.specs[index - 1].path)"

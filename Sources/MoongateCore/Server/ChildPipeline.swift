@@ -14,6 +14,7 @@ struct ChildPipeline: Sendable {
     let sessions: SessionStore
     let configuration: ServerConfiguration
     let readiness: NIOLockedValueBox<Bool>
+    let metrics: HostMetrics
     let logger: Logger
 
     /// What the gate decided for this channel's handshake, for the upgrade or the HTTP answer.
@@ -56,6 +57,7 @@ struct ChildPipeline: Sendable {
                 connections: self.connections,
                 configuration: self.configuration,
                 readiness: self.readiness,
+                metrics: self.metrics,
                 refusal: { handshake.value.refusal }
             ),
             name: HTTPRequestHandler.name

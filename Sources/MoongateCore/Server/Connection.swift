@@ -25,6 +25,8 @@ final class Connection: Sendable {
     /// Broadcasts that arrived while the client's initial payload was still being computed, sent
     /// right after it; nil once the client has joined.
     let earlyBroadcasts: NIOLoopBoundBox<[ByteBuffer]?>
+    /// Set once a close frame has been sent: nothing may follow it on the wire (RFC 6455 5.5.1).
+    let isClosing: NIOLoopBoundBox<Bool>
     /// The session this client watches, for endpoints that declare `session = { ... }`.
     let session: Session?
     let sessionCursor: NIOLoopBoundBox<SessionCursor?>
@@ -52,6 +54,7 @@ final class Connection: Sendable {
         self.scriptWork = .makeBoxSendingValue(0, eventLoop: channel.eventLoop)
         self.preEncodedWriter = .makeEmptyBox(eventLoop: channel.eventLoop)
         self.earlyBroadcasts = .makeBoxSendingValue([], eventLoop: channel.eventLoop)
+        self.isClosing = .makeBoxSendingValue(false, eventLoop: channel.eventLoop)
         self.session = session
         self.sessionCursor = .makeEmptyBox(eventLoop: channel.eventLoop)
     }

@@ -18,6 +18,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let maxConnections: Int
     private let sessionsAPI: SessionsAPI
     private let readiness: NIOLockedValueBox<Bool>
+    private let metrics: HostMetrics
     /// Why the handshake gate refused this connection's upgrade, if it did.
     private let refusal: () -> HTTPReply?
     private var request: HTTPRequestHead?
@@ -30,8 +31,10 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         connections: ConnectionRegistry,
         configuration: ServerConfiguration,
         readiness: NIOLockedValueBox<Bool>,
+        metrics: HostMetrics,
         refusal: @escaping () -> HTTPReply? = { nil }
     ) {
+        self.metrics = metrics
         self.readiness = readiness
         self.refusal = refusal
         self.endpoints = endpoints
@@ -84,6 +87,10 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         let target = RequestTarget(uri: head.uri)
         if target.path == "/healthz" {
             return head.method == .GET || head.method == .HEAD ? .text(.ok, "ok\n") : .methodNotAllowed("GET")
+        }
+        if target.path == "/metrics" {
+            guard head.method == .GET || head.method == .HEAD else { return .methodNotAllowed("GET") }
+            return HTTPReply(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: self.metrics.render())
         }
         if target.path == "/readyz" {
             guard head.method == .GET || head.method == .HEAD else { return .methodNotAllowed("GET") }

@@ -16,6 +16,7 @@ public final class MoongateServer: Sendable {
     private let connections = ConnectionRegistry()
     private let endpoints = EndpointTable()
     private let sessions = SessionStore()
+    private let metrics = HostMetrics()
     /// Scripts loaded and listening, and not shutting down: what `GET /readyz` reports.
     private let readiness = NIOLockedValueBox(false)
     private let services: HostServices
@@ -36,6 +37,7 @@ public final class MoongateServer: Sendable {
             connections: self.connections,
             endpoints: self.endpoints,
             sessions: self.sessions,
+            metrics: self.metrics,
             ioLoops: Array(self.ioGroup.makeIterator()),
             limits: configuration.limits,
             logger: logger
@@ -59,8 +61,12 @@ public final class MoongateServer: Sendable {
         }
         let channel = try await self.bind()
         let sessions = self.sessions
+        let metrics = self.metrics
         let sweeper = self.ioGroup.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-            sessions.sweep()
+            let totals = sessions.sweep()
+            metrics.sessionsOpen.record(totals.sessions)
+            metrics.sessionEventsBuffered.record(totals.events)
+            metrics.sessionBytesBuffered.record(totals.bytes)
         }
         self.state.withLockedValue { state in
             state.serverChannel = channel
@@ -93,6 +99,7 @@ public final class MoongateServer: Sendable {
         )
         switch loaded {
         case .failure(let failure):
+            self.metrics.count("moongate_reloads_total", [("result", "failed")])
             for error in failure.errors {
                 self.logger.error("\(error)", metadata: ["kind": "\(error.kind.rawValue)"])
             }
@@ -100,7 +107,10 @@ public final class MoongateServer: Sendable {
             return .failure(failure)
         case .success(let runtimes):
             var summary = await self.install(runtimes)
-            summary.milliseconds = Int((NIODeadline.now() - started).nanoseconds / 1_000_000)
+            let elapsed = NIODeadline.now() - started
+            summary.milliseconds = Int(elapsed.nanoseconds / 1_000_000)
+            self.metrics.count("moongate_reloads_total", [("result", "ok")])
+            self.metrics.reloadDuration.recordNanoseconds(elapsed.nanoseconds)
             self.logger.info("reloaded scripts: \(summary)")
             return .success(summary)
         }
@@ -164,7 +174,13 @@ public final class MoongateServer: Sendable {
                     rebinds.append((existing, binding))
                     slots.append(existing)
                 } else {
-                    let slot = EndpointSlot(pattern: pattern, fanout: Fanout(loops: self.services.ioLoops), binding: binding)
+                    let metrics = self.metrics.endpoint(spec.path)
+                    let slot = EndpointSlot(
+                        pattern: pattern,
+                        fanout: Fanout(loops: self.services.ioLoops, metrics: metrics),
+                        binding: binding,
+                        metrics: metrics
+                    )
                     summary.added.append(spec.path)
                     slots.append(slot)
                 }
@@ -211,6 +227,7 @@ public final class MoongateServer: Sendable {
             sessions: self.sessions,
             configuration: self.configuration,
             readiness: self.readiness,
+            metrics: self.metrics,
             logger: self.logger
         )
         return try await ServerBootstrap(group: self.ioGroup)

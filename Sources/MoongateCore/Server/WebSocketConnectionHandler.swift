@@ -49,6 +49,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             return
         }
         self.logger.debug("client connected", metadata: ["path": "\(self.connection.path)"])
+        self.connection.slot.metrics.open.increment()
+        self.connection.slot.metrics.connects.increment()
         self.scheduleNextPing(context: context)
         // In the fan-out from the first moment, so no broadcast is missed; those that come before
         // the initial payload wait for it (see OutboundBatch's join).
@@ -70,6 +72,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         // and then retires the scripts, which runs what was queued first.
         self.connection.slot.binding?.runtime.disconnect(self.connection, code: self.closeCode)
         self.registry.remove(self.connection)
+        self.connection.slot.metrics.open.decrement()
+        self.connection.slot.metrics.disconnected(code: self.closeCode.map { UInt16(webSocketErrorCode: $0) })
         self.logger.debug("client disconnected", metadata: ["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1006)"])
         context.fireChannelInactive()
     }
@@ -85,6 +89,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             if frame.length > self.maxMessageSize {
                 return self.refuse(code: .messageTooLarge, reason: "message larger than \(self.maxMessageSize) bytes", context: context)
             }
+            self.connection.slot.metrics.messagesIn.increment()
+            self.connection.slot.metrics.bytesIn.increment(by: frame.length)
             if self.rateLimit?.admit(now: .now()) == false {
                 return self.refuse(code: .policyViolation, reason: "message rate limit exceeded", context: context)
             }
@@ -105,6 +111,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             case .reply(let reply, _) where self.pending.isEmpty && self.connection.scriptWork.value == 0:
                 context.write(self.wrapOutboundOut(.text(reply)), promise: nil)
                 self.needsFlush = true
+                self.connection.slot.metrics.countReply(reply)
             case .reply(_, let id), .script(let id):
                 self.pending.append(.text(text, id: id))
             }
@@ -171,6 +178,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             }
             self.closeCode = WebSocketErrorCode(codeNumber: Int(code))
         }
+        self.connection.isClosing.value = true
         self.logger.debug("client closed the connection", metadata: ["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1005)"])
         self.closeState = .closed
         var data = context.channel.allocator.buffer(capacity: 2)
@@ -186,6 +194,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
     private func startClosing(code: WebSocketErrorCode, reason: String, context: ChannelHandlerContext) {
         guard case .open = self.closeState else { return }
         self.closeState = .closeSent
+        self.connection.isClosing.value = true
         self.closeCode = code
         self.pingTask?.cancel()
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
@@ -212,6 +221,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         guard !(self.closeState == .closed) else { return }
         self.logger.info("closing connection: \(reason)", metadata: ["code": "\(UInt16(webSocketErrorCode: code))"])
         self.closeState = .closed
+        self.connection.isClosing.value = true
         self.closeCode = code
         self.pending = []
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
@@ -226,6 +236,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         if !context.channel.isWritable, case .open = self.closeState {
             // More than the outbound limit is waiting for this client: stop feeding it.
             self.connection.slot.fanout.remove(self.connection)
+            self.connection.slot.metrics.slowConsumers.increment()
             self.logger.info("slow consumer: outbound buffer limit exceeded, closing")
             self.startClosing(code: .policyViolation, reason: "slow consumer: outbound buffer limit exceeded", context: context)
         }
@@ -325,6 +336,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             context.eventLoop.assumeIsolated().scheduleTask(in: .interval(spec.pingTimeout)) {
                 guard case .open = self.closeState, self.keepAlive.isUnanswered(since: now) else { return }
                 self.logger.info("peer did not answer a ping within \(spec.pingTimeout.formattedSeconds): closing")
+                self.connection.slot.metrics.missedPongs.increment()
                 self.closeState = .closed
                 loopBoundContext.value.close(promise: nil)
             }

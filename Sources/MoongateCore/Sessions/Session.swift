@@ -108,13 +108,16 @@ final class Session: Sendable {
     }
 
     /// Events after `seq`, and whether some events right after it are no longer held (a gap).
-    func events(after seq: UInt64) -> (events: [SessionEvent], gap: Bool, lastSeq: UInt64) {
+    func events(after seq: UInt64, limit: Int = .max) -> (events: [SessionEvent], gap: Bool, lastSeq: UInt64) {
         self.state.withLockedValue { state in
             guard seq < state.lastSeq else { return ([], false, state.lastSeq) }
             let firstHeld = state.events.first?.seq ?? (state.lastSeq + 1)
             let gap = seq + 1 < firstHeld
             let start = seq + 1 < firstHeld ? 0 : Int(seq + 1 - firstHeld)
-            return (Array(state.events[state.events.index(state.events.startIndex, offsetBy: start)...]), gap, state.lastSeq)
+            let from = state.events.index(state.events.startIndex, offsetBy: start)
+            let count = min(limit, state.events.distance(from: from, to: state.events.endIndex))
+            let to = state.events.index(from, offsetBy: count)
+            return (Array(state.events[from..<to]), gap, state.lastSeq)
         }
     }
 

@@ -20,6 +20,8 @@ struct SessionCursor {
     var resumePoint: ResumePoint?
     var joined = false
     var delivering = false
+    /// A chunk of a long replay is on its way; the next one follows when it has been written.
+    var pumping = false
 
     init(session: Session, readySeq: UInt64, resumePoint: ResumePoint?) {
         self.session = session
@@ -30,6 +32,10 @@ struct SessionCursor {
 }
 
 extension Connection {
+    /// Most bytes of history written before waiting for them to reach the socket: a long replay
+    /// is paced by the client's reading, never piled up past the outbound limit.
+    static let replayChunkBytes = 128 << 10
+
     /// Joined or resume point decided; begins delivery when both are. Must run on the client's loop.
     func updateSessionCursor(_ update: (inout SessionCursor) -> Void) {
         guard var cursor = self.sessionCursor.value else { return }
@@ -38,35 +44,64 @@ extension Connection {
         if !cursor.delivering, cursor.joined, let point = cursor.resumePoint {
             cursor.delivering = true
             let otherEpoch = point.epoch.map { $0 != cursor.session.epoch } ?? false
+            if point.lastSeq > 0 || point.epoch != nil {
+                self.slot.metrics.resumes.increment()
+            }
             if otherEpoch || point.lastSeq > cursor.session.lastSeq {
-                // Another incarnation of the stream (or a seq it never reached): start it over.
+                // Another incarnation of the stream (or a seq it never reached): start over from
+                // the oldest event held, announced by one reset.
                 reset = Self.resetMessage(cursor.session)
-                cursor.delivered = 0
+                self.slot.metrics.resets.increment()
+                cursor.delivered = (cursor.session.status.firstSeq ?? (cursor.session.lastSeq + 1)) - 1
             } else {
                 cursor.delivered = point.lastSeq
             }
         }
         self.sessionCursor.value = cursor
-        if let reset {
+        if let reset, !self.isClosing.value {
             self.channel.write(WebSocketFrame.text(reset), promise: nil)
+            self.flush()
         }
         self.deliverSessionEvents()
     }
 
-    /// Writes every held event the client has not had yet. Must run on the client's loop.
+    /// Writes the held events the client has not had yet, a chunk at a time. Must run on the
+    /// client's loop; safe to call at any moment (it pulls, so extra calls deliver nothing twice).
     func deliverSessionEvents() {
-        guard var cursor = self.sessionCursor.value, cursor.delivering, self.channel.isActive else { return }
-        let pending = cursor.session.events(after: cursor.delivered)
+        guard var cursor = self.sessionCursor.value, cursor.delivering, !cursor.pumping,
+            self.channel.isActive, !self.isClosing.value
+        else { return }
+        let pending = cursor.session.events(after: cursor.delivered, limit: 1024)
         if pending.gap {
             self.channel.write(WebSocketFrame.text(Self.resetMessage(cursor.session)), promise: nil)
+            self.slot.metrics.resets.increment()
         }
         guard !pending.events.isEmpty || pending.gap else { return }
-        for event in pending.events {
-            self.channel.write(WebSocketFrame.text(event.text), promise: nil)
+        var chunk = pending.events.prefix(while: { _ in true })
+        var bytes = 0
+        if let end = pending.events.firstIndex(where: { event in
+            bytes += event.text.readableBytes
+            return bytes >= Self.replayChunkBytes
+        }) {
+            chunk = pending.events[...end]
         }
-        cursor.delivered = pending.events.last?.seq ?? pending.lastSeq
+        cursor.delivered = chunk.last?.seq ?? pending.lastSeq
+        let more = cursor.delivered < pending.lastSeq
+        cursor.pumping = more
         self.sessionCursor.value = cursor
+        self.slot.metrics.messagesOut.increment(by: chunk.count)
+        self.slot.metrics.bytesOut.increment(by: chunk.reduce(0) { $0 + $1.text.readableBytes })
+        // With more held, the next chunk follows once this one has been written to the socket.
+        let written = more ? self.channel.eventLoop.makePromise(of: Void.self) : nil
+        for (offset, event) in chunk.enumerated() {
+            let isLast = offset == chunk.count - 1
+            self.channel.write(WebSocketFrame.text(event.text), promise: isLast ? written : nil)
+        }
         self.flush()
+        written?.futureResult.whenComplete { _ in
+            self.sessionCursor.value?.pumping = false
+            self.deliverSessionEvents()
+        }
     }
 
     static func readyMessage(_ session: Session, seq: UInt64) -> ByteBuffer {

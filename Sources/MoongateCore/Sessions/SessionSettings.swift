@@ -14,7 +14,7 @@ public struct SessionSettings: Sendable, Equatable, Codable {
     /// Event types that close the session.
     public var closesOn: [String] = ["complete", "error"]
     /// Seconds a client without `last_seq` in its URL has to send `{"type":"resume"}` as its first
-    /// message before live delivery starts from its `ready` seq.
+    /// message before delivery starts with every event still held.
     public var resumeWait: Double = 0.5
 
     public init() {}

@@ -30,6 +30,16 @@ final class SessionStore: Sendable {
 
     var count: Int { self.sessions.withLockedValue { $0.count } }
 
+    /// Why `text` cannot be an event, or nil if it can.
+    static func problem(with text: ByteBuffer) -> String? {
+        switch text.withUnsafeReadableBytes({ JSONEnvelope.scan($0) }) {
+        case .invalid(let reason): return "invalid JSON: \(reason)"
+        case .notAnObject: return "an event must be a JSON object"
+        case .object(let envelope):
+            return envelope.seq == nil ? nil : "\"seq\" is assigned by the host; remove it from the event"
+        }
+    }
+
     /// Journals sessions from now on, after restoring those the journal holds.
     func attach(_ journal: SessionJournal) async throws {
         let restored = try await journal.load()
@@ -81,10 +91,14 @@ final class SessionStore: Sendable {
         }
     }
 
-    func sweep(now: NIODeadline = .now()) {
+    /// Frees expired sessions; returns what is left, for the metrics.
+    @discardableResult
+    func sweep(now: NIODeadline = .now()) -> (sessions: Int, events: Int, bytes: Int) {
         let all = self.sessions.withLockedValue { Array($0.values) }
         let expired = all.filter { $0.sweep(now: now) }
-        guard !expired.isEmpty else { return }
+        let remaining = all.filter { session in !expired.contains { $0 === session } }.map(\.status)
+        let totals = (remaining.count, remaining.reduce(0) { $0 + $1.count }, remaining.reduce(0) { $0 + $1.bytes })
+        guard !expired.isEmpty else { return totals }
         let journal = self.journal.withLockedValue { $0 }
         self.sessions.withLockedValue { sessions in
             for session in expired where sessions[session.id] === session {
@@ -92,5 +106,6 @@ final class SessionStore: Sendable {
                 journal?.recordFreed(session: session.id)
             }
         }
+        return totals
     }
 }

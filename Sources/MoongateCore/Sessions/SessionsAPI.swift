@@ -55,6 +55,12 @@ struct SessionsAPI {
                 events = ranges.map { body.getSlice(at: body.readerIndex + $0.lowerBound, length: $0.count)! }
             }
         }
+        // Every event is checked before any is appended, so a refused batch appends nothing.
+        for (index, event) in events.enumerated() {
+            if let problem = SessionStore.problem(with: event) {
+                return .error(.badRequest, events.count > 1 ? "event \(index): \(problem)" : problem)
+            }
+        }
         var seqs: [UInt64] = []
         var journaled: EventLoopFuture<Void>?
         for event in events {
