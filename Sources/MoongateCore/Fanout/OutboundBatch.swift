@@ -28,13 +28,28 @@ struct OutboundBatch {
     }
 
     /// Frames `frame` once; every member of each target's fan-out (on its path filter, if any)
-    /// gets those same bytes.
-    mutating func appendBroadcast(_ frame: WebSocketFrame, to targets: [(fanout: Fanout, pathFilter: String?)]) {
-        guard !targets.isEmpty else { return }
-        let serialized = self.serializer.serialize(frame)
+    /// gets those same bytes. An endpoint that keeps a history records a JSON object there instead
+    /// (stamped with its seq), and its clients receive it through their history cursors.
+    func serialize(_ frame: WebSocketFrame) -> ByteBuffer {
+        self.serializer.serialize(frame)
+    }
+
+    mutating func appendBroadcast(_ frame: WebSocketFrame, to targets: [(slot: EndpointSlot, pathFilter: String?)]) {
+        var serialized: ByteBuffer?
         for target in targets {
-            target.fanout.metrics.broadcasts.increment()
-            self.append(.broadcast(target.fanout, frame: serialized, pathFilter: target.pathFilter))
+            target.slot.metrics.broadcasts.increment()
+            if target.pathFilter == nil, let history = target.slot.history,
+                SessionStore.problem(with: frame.data) == nil
+            {
+                if case .success(let appended) = history.append(object: frame.data, type: nil) {
+                    appended.wakeSubscribers()
+                }
+                continue
+            }
+            if serialized == nil {
+                serialized = self.serializer.serialize(frame)
+            }
+            self.append(.broadcast(target.slot.fanout, frame: serialized!, pathFilter: target.pathFilter))
         }
     }
 
@@ -115,7 +130,11 @@ struct OutboundBatch {
             case .join(let connection, let initial):
                 connection.scriptWork.value -= 1
                 guard connection.channel.isActive else { continue }
-                if let initial {
+                let history = connection.prepareHistoryJoin()
+                if let reset = history.reset {
+                    write(.text(reset), to: connection)
+                }
+                if let initial, !history.skipInitial {
                     write(initial, to: connection)
                 }
                 for frame in connection.earlyBroadcasts.value ?? [] {

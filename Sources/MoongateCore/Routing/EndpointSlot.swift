@@ -28,6 +28,7 @@ final class EndpointSlot: Sendable {
     private struct State {
         var binding: EndpointBinding?
         var snapshot: String?
+        var history: Session?
     }
 
     init(pattern: PathPattern, fanout: Fanout, binding: EndpointBinding, metrics: EndpointMetrics) {
@@ -41,6 +42,25 @@ final class EndpointSlot: Sendable {
     var binding: EndpointBinding? {
         get { self.state.withLockedValue { $0.binding } }
         set { self.state.withLockedValue { $0.binding = newValue } }
+    }
+
+    /// The endpoint's broadcast history, for endpoints that declare `history = { ... }`.
+    var history: Session? {
+        get { self.state.withLockedValue { $0.history } }
+        set { self.state.withLockedValue { $0.history = newValue } }
+    }
+
+    /// Keeps the history in step with the endpoint's declaration (kept across reloads).
+    func adoptHistory(_ settings: SessionSettings?) {
+        self.state.withLockedValue { state in
+            guard let settings else {
+                state.history = nil
+                return
+            }
+            if state.history?.settings != settings {
+                state.history = Session(id: "endpoint:" + self.pattern.description, settings: settings)
+            }
+        }
     }
 
     /// The watcher's latest value, sent to new clients of an endpoint without `initial`.

@@ -15,6 +15,9 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
     public var maxMessageSize: Int?
     /// Present when the endpoint streams a session per client (`session = { ... }`).
     public var session: SessionSettings?
+    /// Present when the endpoint keeps a history of its broadcasts (`history = { ... }`), so a
+    /// client that reconnects with `last_seq` gets what it missed.
+    public var history: SessionSettings?
     /// The endpoint has an `authorize` hook, called before the upgrade.
     public var authorize: Bool
     /// Origins browsers may connect from; nil: the host's `--allowed-origin` setting.
@@ -34,6 +37,7 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
         self.heartbeatEvery = try container.decodeIfPresent(Double.self, forKey: .heartbeatEvery)
         self.maxMessageSize = try container.decodeIfPresent(Int.self, forKey: .maxMessageSize)
         self.session = try container.decodeIfPresent(SessionSettings.self, forKey: .session)
+        self.history = try container.decodeIfPresent(SessionSettings.self, forKey: .history)
         self.authorize = try container.decodeIfPresent(Bool.self, forKey: .authorize) ?? false
         // cjson cannot tell {} from []: an explicitly empty list arrives as `no_origins`.
         let noOrigins = try container.decodeIfPresent(Bool.self, forKey: .noOrigins) ?? false
@@ -49,7 +53,7 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
         case pingTimeout = "ping_timeout"
         case heartbeatEvery = "heartbeat_every"
         case maxMessageSize = "max_message_size"
-        case session, authorize, origins
+        case session, authorize, origins, history
         case noOrigins = "no_origins"
     }
 
@@ -67,6 +71,7 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
         if self.onBinary { parts.append("on_binary") }
         if let every = self.heartbeatEvery { parts.append("heartbeat every \(every.formattedSeconds)") }
         if let session = self.session { parts.append("session :\(session.param) (history \(session.history))") }
+        if let history = self.history { parts.append("history \(history.history)") }
         if self.authorize { parts.append("authorize") }
         if let origins = self.origins { parts.append("origins: " + (origins.isEmpty ? "none" : origins.joined(separator: " "))) }
         parts.append(

@@ -82,7 +82,7 @@ enum HostFunctions {
         guard let slot = context.slot(at: index) else {
             return fail(context, "broadcast is not available while the script is loading")
         }
-        context.batch.appendBroadcast(.text(payload), to: [(slot.fanout, nil)])
+        context.batch.appendBroadcast(.text(payload), to: [(slot, nil)])
         return 0
     }
 
@@ -93,7 +93,7 @@ enum HostFunctions {
             return fail(context, "publish expects a path and a message")
         }
         let targets = context.services.endpoints.publishTargets(for: path)
-        context.batch.appendBroadcast(.text(payload), to: targets.map { ($0.slot.fanout, $0.pathFilter) })
+        context.batch.appendBroadcast(.text(payload), to: targets.map { ($0.slot, $0.pathFilter) })
         lua.push(targets.count)
         return 1
     }

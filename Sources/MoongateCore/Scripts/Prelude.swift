@@ -39,8 +39,10 @@ local FIELDS = {
   path = "string", initial = "any", watch = "table", on = "table", on_text = "function",
   on_binary = "function", on_open = "function", on_close = "function", keepalive = "table",
   heartbeat = "table", max_message_size = "number", session = "table", authorize = "function",
-  origins = "table",
+  origins = "table", history = "table",
 }
+
+local HISTORY_FIELDS = { size = true, max_bytes = true, max_age = true }
 
 local SESSION_FIELDS = {
   param = "string", history = "number", max_bytes = "number", max_age = "number", retain = "number",
@@ -96,6 +98,13 @@ function endpoint(def)
   for _, origin in ipairs(def.origins or {}) do
     check(type(origin) == "string", "'origins' must list origins such as \"https://example.com\" (or \"*\")")
   end
+  if def.history then
+    check(def.session == nil, "'history' and 'session' do not mix: a session endpoint keeps its own history")
+    for key, value in pairs(def.history) do
+      check(HISTORY_FIELDS[key], "unknown field 'history." .. tostring(key) .. "'")
+      check(type(value) == "number" and value > 0, "'history." .. key .. "' must be a number > 0")
+    end
+  end
   if def.session then
     for key, value in pairs(def.session) do
       local expected = SESSION_FIELDS[key]
@@ -139,6 +148,10 @@ function dispatch.describe()
       heartbeat_every = def.heartbeat and def.heartbeat.every,
       max_message_size = def.max_message_size,
       session = def.session,
+      history = def.history and {
+        history = def.history.size or 100, max_bytes = def.history.max_bytes, max_age = def.history.max_age,
+        closes_on = {}, resume_wait = 0,
+      },
       authorize = def.authorize ~= nil,
       origins = def.origins and (#def.origins > 0 and def.origins or nil),
       no_origins = def.origins ~= nil and #def.origins == 0 or nil,

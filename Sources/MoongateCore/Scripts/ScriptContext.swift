@@ -370,7 +370,7 @@ final class ScriptContext {
             }
             guard let value, value != slot.snapshot else { return }
             slot.snapshot = value
-            self.batch.appendBroadcast(.text(value), to: [(slot.fanout, nil)])
+            self.batch.appendBroadcast(.text(value), to: [(slot, nil)])
             self.batch.flush()
         } catch {
             // A poll that keeps failing the same way is logged once, not every tick.
@@ -389,7 +389,8 @@ final class ScriptContext {
                 return 1
             }
             if let value = self.lua.string(at: -1) {
-                self.batch.appendBroadcast(.text(value), to: [(slot.fanout, nil)])
+                // Heartbeats are not part of an endpoint's history.
+                self.batch.append(.broadcast(slot.fanout, frame: self.batch.serialize(.text(value)), pathFilter: nil))
             }
             self.lua.pop()
         } catch {

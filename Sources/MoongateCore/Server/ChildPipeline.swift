@@ -132,7 +132,7 @@ struct ChildPipeline: Sendable {
             slot: route.slot,
             session: route.slot.binding?.spec.session.flatMap { settings in
                 Self.sessionID(route: route, target: target).map { self.sessions.session($0, creatingWith: settings) }
-            },
+            } ?? route.slot.history,
             auth: auth
         )
         let declaredLimit = route.slot.binding?.spec.maxMessageSize

@@ -172,6 +172,7 @@ public final class MoongateServer: Sendable {
                         summary.changed.append(spec.path)
                     }
                     rebinds.append((existing, binding))
+                    existing.adoptHistory(spec.history)
                     slots.append(existing)
                 } else {
                     let metrics = self.metrics.endpoint(spec.path)
@@ -181,6 +182,7 @@ public final class MoongateServer: Sendable {
                         binding: binding,
                         metrics: metrics
                     )
+                    slot.adoptHistory(spec.history)
                     summary.added.append(spec.path)
                     slots.append(slot)
                 }
@@ -191,6 +193,7 @@ public final class MoongateServer: Sendable {
         for (slot, binding) in rebinds {
             slot.binding = binding
         }
+
         self.endpoints.replace(with: newSlots)
         self.sessions.defaultSettings.withLockedValue { defaults in
             defaults = runtimes.lazy.flatMap(\.specs).compactMap(\.session).first ?? SessionSettings()

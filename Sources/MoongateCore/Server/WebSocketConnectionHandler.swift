@@ -101,7 +101,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             guard text.isValidUTF8 else {
                 return self.refuse(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
             }
-            if self.connection.sessionCursor.value?.resumePoint == nil, self.connection.session != nil,
+            if self.connection.sessionCursor.value?.resumePoint == nil,
                 self.resumeFromFirstMessage(text)
             {
                 return
@@ -285,8 +285,17 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         let point = query["last_seq"].flatMap { UInt64($0) }.map {
             SessionCursor.ResumePoint(lastSeq: $0, epoch: query["epoch"])
         }
-        self.connection.sessionCursor.value = SessionCursor(session: session, readySeq: readySeq, resumePoint: point)
-        guard point == nil else { return }
+        // An endpoint history (not a session): without last_seq the client wants what happens
+        // from now on; its initial payload is the state.
+        let liveOnly = self.connection.slot.binding?.spec.session == nil
+        self.connection.sessionCursor.value = SessionCursor(
+            session: session,
+            readySeq: readySeq,
+            resumePoint: point ?? (liveOnly ? .init(lastSeq: readySeq, epoch: session.epoch) : nil),
+            liveOnly: liveOnly,
+            requestedResume: point != nil
+        )
+        guard point == nil, !liveOnly else { return }
         let connection = self.connection
         context.eventLoop.assumeIsolated().scheduleTask(in: .interval(session.settings.resumeWait)) {
             connection.updateSessionCursor { cursor in

@@ -77,6 +77,15 @@ final class Session: Sendable {
     }
 
     struct Appended {
+        /// Lets each subscriber's loop pull the new event.
+        func wakeSubscribers() {
+            for subscriber in self.subscribers {
+                subscriber.channel.eventLoop.execute {
+                    subscriber.deliverSessionEvents()
+                }
+            }
+        }
+
         let seq: UInt64
         let subscribers: [Connection]
         /// Completes once the event is in the journal (nil without one).

@@ -14,6 +14,11 @@ struct SessionCursor {
     }
 
     let session: Session
+    /// An endpoint history rather than a session: a client that starts over gets the current
+    /// snapshot (its initial payload) and live events, not the whole history.
+    let liveOnly: Bool
+    /// The client named where to resume (`last_seq` in its URL).
+    let requestedResume: Bool
     /// The seq announced in `ready`.
     let readySeq: UInt64
     var delivered: UInt64
@@ -23,8 +28,10 @@ struct SessionCursor {
     /// A chunk of a long replay is on its way; the next one follows when it has been written.
     var pumping = false
 
-    init(session: Session, readySeq: UInt64, resumePoint: ResumePoint?) {
+    init(session: Session, readySeq: UInt64, resumePoint: ResumePoint?, liveOnly: Bool = false, requestedResume: Bool = false) {
         self.session = session
+        self.liveOnly = liveOnly
+        self.requestedResume = requestedResume
         self.readySeq = readySeq
         self.delivered = readySeq
         self.resumePoint = resumePoint
@@ -35,6 +42,25 @@ extension Connection {
     /// Most bytes of history written before waiting for them to reach the socket: a long replay
     /// is paced by the client's reading, never piled up past the outbound limit.
     static let replayChunkBytes = 128 << 10
+
+    /// For a client of an endpoint history resuming with `last_seq`, decided as it joins: if what
+    /// it missed is all still held it needs no initial payload (it gets the missed events instead);
+    /// if not, it gets a reset, then the current snapshot, then live events. Must run on its loop.
+    func prepareHistoryJoin() -> (reset: ByteBuffer?, skipInitial: Bool) {
+        guard var cursor = self.sessionCursor.value, cursor.liveOnly, cursor.requestedResume,
+            let point = cursor.resumePoint
+        else { return (nil, false) }
+        let status = cursor.session.status
+        let firstHeld = status.firstSeq ?? (status.lastSeq + 1)
+        let sameEpoch = point.epoch.map { $0 == cursor.session.epoch } ?? true
+        if sameEpoch, point.lastSeq <= status.lastSeq, point.lastSeq + 1 >= firstHeld {
+            return (nil, true)
+        }
+        cursor.resumePoint = .init(lastSeq: cursor.readySeq, epoch: cursor.session.epoch)
+        self.sessionCursor.value = cursor
+        self.slot.metrics.resets.increment()
+        return (Self.resetMessage(cursor.session), false)
+    }
 
     /// Joined or resume point decided; begins delivery when both are. Must run on the client's loop.
     func updateSessionCursor(_ update: (inout SessionCursor) -> Void) {
@@ -52,7 +78,9 @@ extension Connection {
                 // the oldest event held, announced by one reset.
                 reset = Self.resetMessage(cursor.session)
                 self.slot.metrics.resets.increment()
-                cursor.delivered = (cursor.session.status.firstSeq ?? (cursor.session.lastSeq + 1)) - 1
+                cursor.delivered =
+                    cursor.liveOnly
+                    ? cursor.readySeq : (cursor.session.status.firstSeq ?? (cursor.session.lastSeq + 1)) - 1
             } else {
                 cursor.delivered = point.lastSeq
             }

@@ -82,11 +82,7 @@ final class SessionStore: Sendable {
         }
         let session = self.session(id, creatingWith: settings)
         return session.append(object: text, type: type).map { appended in
-            for subscriber in appended.subscribers {
-                subscriber.channel.eventLoop.execute {
-                    subscriber.deliverSessionEvents()
-                }
-            }
+            appended.wakeSubscribers()
             return appended
         }
     }
