@@ -44,13 +44,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.registry.add(self.connection)
+        self.connection.slot.metrics.open.increment()
+        self.connection.slot.metrics.connects.increment()
         guard let binding = self.connection.slot.binding else {
             self.startClosing(code: .goingAway, reason: "endpoint removed", context: context)
             return
         }
         self.logger.debug("client connected", metadata: ["path": "\(self.connection.path)"])
-        self.connection.slot.metrics.open.increment()
-        self.connection.slot.metrics.connects.increment()
         self.scheduleNextPing(context: context)
         // In the fan-out from the first moment, so no broadcast is missed; those that come before
         // the initial payload wait for it (see OutboundBatch's join).
@@ -101,7 +101,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             guard text.isValidUTF8 else {
                 return self.refuse(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
             }
-            if self.connection.sessionCursor.value?.resumePoint == nil,
+            if let cursor = self.connection.sessionCursor.value, cursor.resumePoint == nil,
                 self.resumeFromFirstMessage(text)
             {
                 return
