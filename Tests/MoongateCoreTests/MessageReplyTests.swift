@@ -37,6 +37,12 @@ final class MessageReplyTests: HostTestCase {
         XCTAssertEqual(reply["id"] as? String, "r1")
     }
 
+    func testAResumeMessageOutsideSessionEndpointsIsAnOrdinaryMessage() async throws {
+        let (_, client) = try await self.jobs()
+        try await client.send(text: #"{"type":"resume","last_seq":3,"id":9}"#)
+        XCTAssertEqual(try await client.nextText(), #"{"type":"ack","received":true,"id":9}"#)
+    }
+
     func testHandlerReturningNothingGetsDefaultAckWithStringId() async throws {
         let (_, client) = try await self.jobs()
         try await client.send(text: #"{"type":"quiet","id":"abc-1"}"#)
