@@ -140,3 +140,55 @@ def test_readyz_reports_ready_once_listening(host):
 
     with urllib.request.urlopen(f"http://127.0.0.1:{host.port}/readyz", timeout=5) as response:
         assert (response.status, response.read()) == (200, b"ready\n")
+
+
+JWT_SCRIPT = r"""
+return endpoint {
+  path = "/me",
+  authorize = function(req)
+    local claims, why = jwt.verify(req.query.token)
+    if not claims then return false, 401, why end
+    return true, claims
+  end,
+  initial = function(conn) return { type = "me", sub = conn.user.sub } end,
+}
+"""
+
+
+def jwt_token(claims, secret=b"jwt-secret", algorithm="HS256"):
+    import base64
+    import hashlib
+    import hmac
+
+    def encode(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    header = encode(json.dumps({"alg": algorithm, "typ": "JWT"}).encode())
+    payload = encode(json.dumps(claims).encode())
+    signature = encode(hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+    return f"{header}.{payload}.{signature}"
+
+
+def test_jwt_tokens_are_verified_by_the_host(tmp_path):
+    import os
+
+    (tmp_path / "me.lua").write_text(JWT_SCRIPT)
+    host = Host(tmp_path, env={**os.environ, "MOONGATE_JWT_SECRET": "jwt-secret"}).start()
+    try:
+        url = host.url("/me?token=")
+        valid = jwt_token({"sub": "ada", "exp": time.time() + 60})
+        assert first_message(url + valid) == {"type": "me", "sub": "ada"}
+
+        expired = jwt_token({"sub": "ada", "exp": time.time() - 300})
+        assert refusal_status(url + expired) == (401, b"token expired\n")
+
+        header, _, signature = valid.split(".")
+        import base64
+
+        forged = base64.urlsafe_b64encode(json.dumps({"sub": "eve"}).encode()).rstrip(b"=").decode()
+        assert refusal_status(url + f"{header}.{forged}.{signature}") == (401, b"bad signature\n")
+        assert refusal_status(url + jwt_token({"sub": "ada"}, secret=b"guess")) == (401, b"bad signature\n")
+        assert refusal_status(url + jwt_token({"sub": "ada"}, algorithm="none"))[0] == 401
+        assert refusal_status(url + "not-a-token") == (401, b"malformed token\n")
+    finally:
+        assert host.stop() == 0

@@ -26,6 +26,7 @@ enum HostFunctions {
             ("emit", { state in HostFunctions.emit(ScriptContext.current(state!)) }),
             ("close_session", { state in HostFunctions.closeSession(ScriptContext.current(state!)) }),
             ("session_status", { state in HostFunctions.sessionStatus(ScriptContext.current(state!)) }),
+            ("jwt_verify", { state in HostFunctions.jwtVerify(ScriptContext.current(state!)) }),
         ])
     }
 
@@ -232,5 +233,26 @@ enum HostFunctions {
         }
         context.lua.push(context.services.sessions.existing(id)?.status.json)
         return 1
+    }
+
+    /// host.jwt_verify(token) -> claims JSON, or nil and why. The secret is $MOONGATE_JWT_SECRET.
+    private static func jwtVerify(_ context: ScriptContext) -> Int32 {
+        guard let token = context.lua.string(at: 1) else {
+            context.lua.pushNil()
+            context.lua.push("no token")
+            return 2
+        }
+        guard let secret = getenv(JWTVerifier.secretVariable).map({ String(cString: $0) }), !secret.isEmpty else {
+            return fail(context, "jwt.verify needs the secret in $\(JWTVerifier.secretVariable)")
+        }
+        switch JWTVerifier(secret: secret).verify(token) {
+        case .success(let claims):
+            context.lua.push(claims)
+            return 1
+        case .failure(let failure):
+            context.lua.pushNil()
+            context.lua.push(failure.description)
+            return 2
+        }
     }
 }

@@ -386,6 +386,16 @@ function file_mtime(path) return host.file_mtime(path) end
 
 json = { encode = encode_json, decode = decode_json, null = cjson.null }
 
+-- jwt.verify(token) -> claims, or nil and the reason (HS256, secret from $MOONGATE_JWT_SECRET).
+jwt = {
+  verify = function(token)
+    if type(token) ~= "string" then return nil, "no token" end
+    local claims, reason = host.jwt_verify(token)
+    if claims == nil then return nil, reason end
+    return decode_json(claims)
+  end,
+}
+
 local function log_at(level)
   return function(...)
     local parts = {}
