@@ -58,6 +58,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Open WebSocket connections one remote address may hold; past it, upgrades get HTTP 429.")
     var maxConnectionsPerAddress: Int = 10_000
 
+    @Option(name: .long, help: "PEM certificate chain: with --tls-key, serve wss:// and HTTPS (both re-read on SIGHUP).")
+    var tlsCert: String?
+
+    @Option(name: .long, help: "PEM private key for --tls-cert.")
+    var tlsKey: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -67,6 +73,9 @@ struct ServeCommand: AsyncParsableCommand {
         guard (self.ioThreads ?? 1) >= 1 else { throw ValidationError("--io-threads must be at least 1") }
         guard self.maxConnections > 0 else { throw ValidationError("--max-connections must be positive") }
         guard self.maxMessageRate >= 0 else { throw ValidationError("--max-message-rate must be >= 0") }
+        guard (self.tlsCert == nil) == (self.tlsKey == nil) else {
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
         guard self.handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
         guard self.maxConnectionsPerAddress > 0 else { throw ValidationError("--max-connections-per-address must be positive") }
         guard self.shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be >= 0") }
@@ -89,7 +98,9 @@ struct ServeCommand: AsyncParsableCommand {
             journalPath: self.journal,
             allowedOrigins: self.allowedOrigin.isEmpty ? ["same-origin"] : self.allowedOrigin,
             handshakeTimeout: self.handshakeTimeout,
-            maxConnectionsPerAddress: self.maxConnectionsPerAddress
+            maxConnectionsPerAddress: self.maxConnectionsPerAddress,
+            tlsCertificatePath: self.tlsCert,
+            tlsKeyPath: self.tlsKey
         )
         let server = MoongateServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(

@@ -192,3 +192,55 @@ def test_jwt_tokens_are_verified_by_the_host(tmp_path):
         assert refusal_status(url + "not-a-token") == (401, b"malformed token\n")
     finally:
         assert host.stop() == 0
+
+
+def make_certificate(directory, name):
+    import subprocess
+
+    certificate, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(certificate), "-subj", f"/CN={name}",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return certificate, key
+
+
+def test_tls_serves_wss_and_https_to_verifying_clients_and_reloads_on_sighup(tmp_path):
+    import shutil
+    import signal
+    import ssl
+    import urllib.request
+
+    first_cert, first_key = make_certificate(tmp_path, "first")
+    second_cert, second_key = make_certificate(tmp_path, "second")
+    served_cert, served_key = tmp_path / "served.pem", tmp_path / "served.key"
+    shutil.copy(first_cert, served_cert)
+    shutil.copy(first_key, served_key)
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "open.lua").write_text('return endpoint { path = "/open", initial = { type = "hi" } }\n')
+    host = Host(scripts, "--tls-cert", served_cert, "--tls-key", served_key).start()
+    try:
+        assert any("listening on wss://" in line for line in host.lines)
+        trusting_first = ssl.create_default_context(cafile=str(first_cert))
+        wss = f"wss://127.0.0.1:{host.port}/open"
+        assert first_message(wss, ssl=trusting_first) == {"type": "hi"}
+        with urllib.request.urlopen(f"https://127.0.0.1:{host.port}/healthz", context=trusting_first, timeout=5) as response:
+            assert response.read() == b"ok\n"
+        with pytest.raises(Exception):
+            first_message(wss, ssl=ssl.create_default_context())  # a client that trusts nothing here
+
+        shutil.copy(second_cert, served_cert)
+        shutil.copy(second_key, served_key)
+        mark = host.log_mark()
+        host.process.send_signal(signal.SIGHUP)
+        host.wait_for_log(lambda line: "reloaded scripts" in line, timeout=10, since=mark)
+        assert any("TLS certificate reloaded" in line for line in host.lines_since(mark))
+        assert first_message(wss, ssl=ssl.create_default_context(cafile=str(second_cert))) == {"type": "hi"}
+    finally:
+        assert host.stop() == 0

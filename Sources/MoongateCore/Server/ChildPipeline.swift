@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import NIOWebSocket
 
 /// Builds each accepted connection's pipeline: HTTP/1 with the WebSocket upgrader, the handshake
@@ -15,6 +16,7 @@ struct ChildPipeline: Sendable {
     let configuration: ServerConfiguration
     let readiness: NIOLockedValueBox<Bool>
     let metrics: HostMetrics
+    let tlsContext: NIOLockedValueBox<NIOSSLContext?>
     let logger: Logger
 
     /// What the gate decided for this channel's handshake, for the upgrade or the HTTP answer.
@@ -25,6 +27,9 @@ struct ChildPipeline: Sendable {
     }
 
     func configure(_ channel: any Channel) throws {
+        if let tls = self.tlsContext.withLockedValue({ $0 }) {
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+        }
         let handshake = NIOLoopBoundBox(Handshake(), eventLoop: channel.eventLoop)
         // A client that opens a connection and never finishes its request is dropped.
         handshake.value.timeout = channel.eventLoop.scheduleTask(in: .interval(self.configuration.handshakeTimeout)) {

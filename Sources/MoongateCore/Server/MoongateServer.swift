@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 
 /// The host: binds the listener, serves the endpoints the scripts declare, reloads them, and
@@ -19,6 +20,8 @@ public final class MoongateServer: Sendable {
     private let metrics = HostMetrics()
     /// Scripts loaded and listening, and not shutting down: what `GET /readyz` reports.
     private let readiness = NIOLockedValueBox(false)
+    /// The TLS context new connections get; replaced when a reload reads renewed certificates.
+    private let tlsContext = NIOLockedValueBox<NIOSSLContext?>(nil)
     private let services: HostServices
     private let state = NIOLockedValueBox(State())
 
@@ -54,6 +57,10 @@ public final class MoongateServer: Sendable {
             services: self.services
         ).get()
         _ = await self.install(runtimes)
+        if let files = self.configuration.tlsFiles {
+            let context = try files.makeContext()
+            self.tlsContext.withLockedValue { $0 = context }
+        }
         if let path = self.configuration.journalPath {
             let journal = try await SessionJournal.open(path: path, eventLoop: self.ioGroup.next(), logger: self.logger)
             try await self.sessions.attach(journal)
@@ -74,8 +81,9 @@ public final class MoongateServer: Sendable {
         }
         self.readiness.withLockedValue { $0 = true }
         let port = channel.localAddress?.port ?? self.configuration.port
+        let scheme = self.configuration.tlsFiles == nil ? "ws" : "wss"
         self.logger.info(
-            "listening on ws://\(self.configuration.host):\(port)",
+            "listening on \(scheme)://\(self.configuration.host):\(port)",
             metadata: ["endpoints": "\(self.endpoints.all.map(\.pattern.description).sorted().joined(separator: " "))"]
         )
         return port
@@ -92,6 +100,7 @@ public final class MoongateServer: Sendable {
     /// connection, else logs each error and keeps serving the old set unchanged.
     public func reload() async -> Result<ReloadSummary, ScriptLoadFailure> {
         let started = NIODeadline.now()
+        self.reloadTLS()
         let loaded = await ScriptLoader.load(
             directory: self.configuration.scriptsDirectory,
             loops: self.scriptLoops,
@@ -150,6 +159,18 @@ public final class MoongateServer: Sendable {
         _ = try? await loop.makeFutureWithTask { await self.scriptLoops.release(keeping: []) }
             .orTimeout(.seconds(1), on: loop).get()
         try? await self.ioGroup.shutdownGracefully()
+    }
+
+    /// Reads the certificate and key again; if they do not load, the current ones stay in use.
+    private func reloadTLS() {
+        guard let files = self.configuration.tlsFiles else { return }
+        do {
+            let context = try files.makeContext()
+            self.tlsContext.withLockedValue { $0 = context }
+            self.logger.info("TLS certificate reloaded", metadata: ["certificate": "\(files.certificatePath)"])
+        } catch {
+            self.logger.error("TLS certificate reload failed, keeping the previous one: \(error)")
+        }
     }
 
     // MARK: Swapping script sets
@@ -231,6 +252,7 @@ public final class MoongateServer: Sendable {
             configuration: self.configuration,
             readiness: self.readiness,
             metrics: self.metrics,
+            tlsContext: self.tlsContext,
             logger: self.logger
         )
         return try await ServerBootstrap(group: self.ioGroup)

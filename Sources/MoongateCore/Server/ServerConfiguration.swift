@@ -31,6 +31,14 @@ public struct ServerConfiguration: Sendable {
     public var handshakeTimeout: Double
     /// Open WebSocket connections one remote address may hold.
     public var maxConnectionsPerAddress: Int
+    /// PEM certificate chain and private key: with both, the host serves `wss://` and HTTPS.
+    public var tlsCertificatePath: String?
+    public var tlsKeyPath: String?
+
+    var tlsFiles: TLSFiles? {
+        guard let certificate = self.tlsCertificatePath, let key = self.tlsKeyPath else { return nil }
+        return TLSFiles(certificatePath: certificate, keyPath: key)
+    }
 
     public init(
         host: String = "127.0.0.1",
@@ -47,7 +55,9 @@ public struct ServerConfiguration: Sendable {
         journalPath: String? = nil,
         allowedOrigins: [String] = ["same-origin"],
         handshakeTimeout: Double = 10,
-        maxConnectionsPerAddress: Int = 10_000
+        maxConnectionsPerAddress: Int = 10_000,
+        tlsCertificatePath: String? = nil,
+        tlsKeyPath: String? = nil
     ) {
         self.host = host
         self.port = port
@@ -64,5 +74,7 @@ public struct ServerConfiguration: Sendable {
         self.allowedOrigins = allowedOrigins
         self.handshakeTimeout = handshakeTimeout
         self.maxConnectionsPerAddress = maxConnectionsPerAddress
+        self.tlsCertificatePath = tlsCertificatePath
+        self.tlsKeyPath = tlsKeyPath
     }
 }
