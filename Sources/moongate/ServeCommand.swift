@@ -64,6 +64,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "PEM private key for --tls-cert.")
     var tlsKey: String?
 
+    @Option(name: .long, help: "Serve /metrics (and health) on this separate port instead of the public one.")
+    var adminPort: Int?
+
+    @Option(name: .long, help: "Address of the admin listener.")
+    var adminHost: String = "127.0.0.1"
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -76,6 +82,7 @@ struct ServeCommand: AsyncParsableCommand {
         guard (self.tlsCert == nil) == (self.tlsKey == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
+        guard (0...65535).contains(self.adminPort ?? 0) else { throw ValidationError("--admin-port must be 0...65535") }
         guard self.handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
         guard self.maxConnectionsPerAddress > 0 else { throw ValidationError("--max-connections-per-address must be positive") }
         guard self.shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be >= 0") }
@@ -100,7 +107,9 @@ struct ServeCommand: AsyncParsableCommand {
             handshakeTimeout: self.handshakeTimeout,
             maxConnectionsPerAddress: self.maxConnectionsPerAddress,
             tlsCertificatePath: self.tlsCert,
-            tlsKeyPath: self.tlsKey
+            tlsKeyPath: self.tlsKey,
+            adminPort: self.adminPort,
+            adminHost: self.adminHost
         )
         let server = MoongateServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(

@@ -244,3 +244,26 @@ def test_tls_serves_wss_and_https_to_verifying_clients_and_reloads_on_sighup(tmp
         assert first_message(wss, ssl=ssl.create_default_context(cafile=str(second_cert))) == {"type": "hi"}
     finally:
         assert host.stop() == 0
+
+
+def test_an_admin_listener_takes_metrics_off_the_public_port(tmp_path):
+    import re
+    import urllib.error
+    import urllib.request
+
+    (tmp_path / "open.lua").write_text('return endpoint { path = "/open", initial = { type = "hi" } }\n')
+    host = Host(tmp_path, "--admin-port", "0").start()
+    try:
+        line = host.wait_for_log(lambda l: "admin listening on" in l, timeout=5)
+        admin_port = int(re.search(r"admin listening on http://127\.0\.0\.1:(\d+)", line).group(1))
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as response:
+            assert response.status == 200 and b"moongate_" in response.read()
+        with pytest.raises(urllib.error.HTTPError) as public:
+            urllib.request.urlopen(f"http://127.0.0.1:{host.port}/metrics", timeout=5)
+        assert public.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as admin_only:
+            urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/sessions/x", timeout=5)
+        assert admin_only.value.code == 404
+        assert first_message(host.url("/open")) == {"type": "hi"}
+    finally:
+        assert host.stop() == 0

@@ -63,9 +63,26 @@ struct ChildPipeline: Sendable {
                 configuration: self.configuration,
                 readiness: self.readiness,
                 metrics: self.metrics,
+                role: .service(exposesMetrics: self.configuration.adminPort == nil),
                 refusal: { handshake.value.refusal }
             ),
             name: HTTPRequestHandler.name
+        )
+    }
+
+    /// The admin listener's pipeline: plain HTTP for health, readiness and metrics.
+    func configureAdmin(_ channel: any Channel) throws {
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+        try channel.pipeline.syncOperations.addHandler(
+            HTTPRequestHandler(
+                endpoints: self.endpoints,
+                sessions: self.sessions,
+                connections: self.connections,
+                configuration: self.configuration,
+                readiness: self.readiness,
+                metrics: self.metrics,
+                role: .admin
+            )
         )
     }
 

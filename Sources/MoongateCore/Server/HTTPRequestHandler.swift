@@ -10,6 +10,13 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     static let name = "moongate.http"
+
+    /// The public listener serves everything (metrics too, unless an admin listener takes them);
+    /// the admin listener only health, readiness and metrics.
+    enum Role {
+        case service(exposesMetrics: Bool)
+        case admin
+    }
     /// Largest request body accepted (a batch of session events).
     static let maxBodySize = 1 << 20
 
@@ -19,6 +26,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let sessionsAPI: SessionsAPI
     private let readiness: NIOLockedValueBox<Bool>
     private let metrics: HostMetrics
+    private let role: Role
     /// Why the handshake gate refused this connection's upgrade, if it did.
     private let refusal: () -> HTTPReply?
     private var request: HTTPRequestHead?
@@ -32,9 +40,11 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         configuration: ServerConfiguration,
         readiness: NIOLockedValueBox<Bool>,
         metrics: HostMetrics,
+        role: Role,
         refusal: @escaping () -> HTTPReply? = { nil }
     ) {
         self.metrics = metrics
+        self.role = role
         self.readiness = readiness
         self.refusal = refusal
         self.endpoints = endpoints
@@ -88,13 +98,21 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         if target.path == "/healthz" {
             return head.method == .GET || head.method == .HEAD ? .text(.ok, "ok\n") : .methodNotAllowed("GET")
         }
-        if target.path == "/metrics" {
+        let exposesMetrics: Bool
+        switch self.role {
+        case .admin: exposesMetrics = true
+        case .service(let exposes): exposesMetrics = exposes
+        }
+        if target.path == "/metrics", exposesMetrics {
             guard head.method == .GET || head.method == .HEAD else { return .methodNotAllowed("GET") }
             return HTTPReply(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: self.metrics.render())
         }
         if target.path == "/readyz" {
             guard head.method == .GET || head.method == .HEAD else { return .methodNotAllowed("GET") }
             return self.readiness.withLockedValue { $0 } ? .text(.ok, "ready\n") : .text(.serviceUnavailable, "not ready\n")
+        }
+        if case .admin = self.role {
+            return .text(.notFound, "the admin listener serves /healthz, /readyz and /metrics\n")
         }
         if let reply = self.sessionsAPI.handle(head, target: target, body: self.bodyTooLarge ? nil : self.body) {
             return reply

@@ -28,6 +28,7 @@ public final class MoongateServer: Sendable {
     private struct State {
         var runtimes: [ScriptRuntime] = []
         var serverChannel: (any Channel)?
+        var adminChannel: (any Channel)?
         var sessionSweeper: RepeatedTask?
         var isShutDown = false
     }
@@ -67,6 +68,11 @@ public final class MoongateServer: Sendable {
             self.logger.info("session journal open", metadata: ["path": "\(path)", "sessions": "\(self.sessions.count)"])
         }
         let channel = try await self.bind()
+        if let adminPort = self.configuration.adminPort {
+            let admin = try await self.bindAdmin(port: adminPort)
+            self.state.withLockedValue { $0.adminChannel = admin }
+            self.logger.info("admin listening on http://\(self.configuration.adminHost):\(admin.localAddress?.port ?? adminPort)")
+        }
         let sessions = self.sessions
         let metrics = self.metrics
         let sweeper = self.ioGroup.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
@@ -135,6 +141,8 @@ public final class MoongateServer: Sendable {
             return (false, state.serverChannel)
         }
         guard !alreadyShutDown else { return }
+        let admin = self.state.withLockedValue { $0.adminChannel }
+        try? await admin?.close()
         self.readiness.withLockedValue { $0 = false }
         try? await channel?.close()
         let open = self.connections.all
@@ -244,8 +252,21 @@ public final class MoongateServer: Sendable {
 
     // MARK: Listening
 
-    private func bind() async throws -> any Channel {
-        let pipeline = ChildPipeline(
+    private func bindAdmin(port: Int) async throws -> any Channel {
+        let pipeline = self.childPipeline()
+        return try await ServerBootstrap(group: self.ioGroup)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try pipeline.configureAdmin(channel)
+                }
+            }
+            .bind(host: self.configuration.adminHost, port: port)
+            .get()
+    }
+
+    private func childPipeline() -> ChildPipeline {
+        ChildPipeline(
             endpoints: self.endpoints,
             connections: self.connections,
             sessions: self.sessions,
@@ -255,6 +276,10 @@ public final class MoongateServer: Sendable {
             tlsContext: self.tlsContext,
             logger: self.logger
         )
+    }
+
+    private func bind() async throws -> any Channel {
+        let pipeline = self.childPipeline()
         return try await ServerBootstrap(group: self.ioGroup)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

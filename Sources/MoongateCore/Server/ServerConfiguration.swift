@@ -34,6 +34,9 @@ public struct ServerConfiguration: Sendable {
     /// PEM certificate chain and private key: with both, the host serves `wss://` and HTTPS.
     public var tlsCertificatePath: String?
     public var tlsKeyPath: String?
+    /// A separate listener for `/metrics` (and health): with it, the public one stops serving metrics.
+    public var adminPort: Int?
+    public var adminHost: String
 
     var tlsFiles: TLSFiles? {
         guard let certificate = self.tlsCertificatePath, let key = self.tlsKeyPath else { return nil }
@@ -57,7 +60,9 @@ public struct ServerConfiguration: Sendable {
         handshakeTimeout: Double = 10,
         maxConnectionsPerAddress: Int = 10_000,
         tlsCertificatePath: String? = nil,
-        tlsKeyPath: String? = nil
+        tlsKeyPath: String? = nil,
+        adminPort: Int? = nil,
+        adminHost: String = "127.0.0.1"
     ) {
         self.host = host
         self.port = port
@@ -76,5 +81,7 @@ public struct ServerConfiguration: Sendable {
         self.maxConnectionsPerAddress = maxConnectionsPerAddress
         self.tlsCertificatePath = tlsCertificatePath
         self.tlsKeyPath = tlsKeyPath
+        self.adminPort = adminPort
+        self.adminHost = adminHost
     }
 }
