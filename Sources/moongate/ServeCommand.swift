@@ -90,6 +90,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = self.logging.bootstrap()
+        FileDescriptorLimit.raiseToMaximum()
         let configuration = ServerConfiguration(
             host: self.host,
             port: self.port,
