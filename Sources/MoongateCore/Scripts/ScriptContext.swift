@@ -34,14 +34,14 @@ final class ScriptContext {
     private var dispatch: [DispatchFunction: Int32] = [:]
 
     /// Set on activation; indexes match `specs`.
-    private(set) var slots: [EndpointSlot] = []
+    var slots: [EndpointSlot] = []
     weak var runtime: ScriptRuntime?
     var batch: OutboundBatch
     var timers: [Int: ScriptTimer] = [:]
     /// Timers a script started while loading; they start when the script goes live.
     var pendingTimers: [(id: Int, seconds: Double, repeats: Bool)] = []
-    private var tasks: [RepeatedTask] = []
-    private var lastPollError: [Int: String] = [:]
+    var tasks: [RepeatedTask] = []
+    var lastPollError: [Int: String] = [:]
 
     init(file: ScriptFile, services: HostServices) throws(ScriptError) {
         self.file = file
@@ -75,16 +75,6 @@ final class ScriptContext {
         try self.lua.load(source: file.source, chunkName: file.displayName)
         try self.lua.call(arguments: 0, results: 0)
         self.specs = try self.describe()
-    }
-
-    /// Acks and error replies, by their first bytes (messages out are counted when written).
-    private static func countKind(of reply: ByteBuffer, on connection: Connection) {
-        let head = reply.getString(at: reply.readerIndex, length: min(16, reply.readableBytes)) ?? ""
-        if head.hasPrefix(#"{"type":"ack""#) {
-            connection.slot.metrics.acks.increment()
-        } else if head.hasPrefix(#"{"type":"error""#) {
-            connection.slot.metrics.errorReplies.increment()
-        }
     }
 
     static func current(_ state: OpaquePointer) -> ScriptContext {
@@ -150,253 +140,6 @@ final class ScriptContext {
 
     func slot(at index: Int) -> EndpointSlot? {
         self.slots.indices.contains(index - 1) ? self.slots[index - 1] : nil
-    }
-
-    // MARK: Connections
-
-    func authorize(_ request: AuthorizationRequest, index: Int) -> AuthorizationDecision {
-        do {
-            try self.call(.authorize, results: 4) { lua in
-                lua.push(index)
-                lua.push(request.path)
-                lua.push(request.params)
-                lua.push(request.query)
-                lua.push(request.headers)
-                lua.push(request.remoteAddress)
-                return 6
-            }
-            defer { self.lua.pop(4) }
-            if self.lua.bool(at: -4) {
-                return .allow(auth: self.lua.string(at: -1))
-            }
-            return .denied(status: self.lua.integer(at: -3), reason: self.lua.string(at: -2))
-        } catch {
-            self.report(error, while: "authorizing a handshake (denied)", endpoint: index, connection: nil)
-            return .denied(status: 403, reason: "authorization failed")
-        }
-    }
-
-    func open(_ connection: Connection, index: Int) {
-        var initial: WebSocketFrame?
-        do {
-            try self.call(.open, results: 1) { lua in
-                lua.push(index)
-                lua.push(Int(connection.id))
-                return 2
-            }
-            initial = self.lua.withBytes(at: -1) { WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(bytes: $0)) }
-            self.lua.pop()
-            if initial == nil, self.specs[index - 1].watchEvery != nil, let snapshot = connection.slot.snapshot {
-                initial = .text(snapshot)
-            }
-        } catch {
-            self.report(error, while: "computing the initial payload", endpoint: index, connection: connection)
-            initial = .text(MessageRouting.error("initial payload failed"))
-        }
-        self.batch.append(.join(connection, initial: initial))
-        self.batch.flush()
-    }
-
-    func receive(_ messages: [InboundMessage], from connection: Connection, index: Int) {
-        for message in messages {
-            switch message {
-            case .text(let buffer, let id):
-                self.handleText(buffer, id: id, from: connection, index: index)
-            case .binary(let buffer):
-                self.handleBinary(buffer, from: connection, index: index)
-            }
-        }
-        self.batch.append(.completed(connection))
-        self.batch.flush()
-    }
-
-    private func handleText(_ buffer: ByteBuffer, id: String?, from connection: Connection, index: Int) {
-        do {
-            try self.call(.text, results: 1) { lua in
-                lua.push(index)
-                lua.push(Int(connection.id))
-                buffer.withUnsafeReadableBytes { lua.push(bytes: $0) }
-                lua.push(id)
-                return 4
-            }
-            if let reply = self.lua.withBytes(at: -1, { ByteBuffer(bytes: $0) }) {
-                self.batch.append(.send(connection, WebSocketFrame(fin: true, opcode: .text, data: reply)))
-                Self.countKind(of: reply, on: connection)
-            }
-            self.lua.pop()
-        } catch {
-            connection.slot.metrics.errorReplies.increment()
-            let type = self.failedMessageType()
-            let what = type.map { "handling a \"\($0)\" message" } ?? "handling a message"
-            self.report(error, while: what, endpoint: index, connection: connection)
-            let text = error.kind == .budget ? "handler ran too long" : "handler failed"
-            self.batch.append(.send(connection, .text(MessageRouting.error(text, id: id))))
-        }
-    }
-
-    private func handleBinary(_ buffer: ByteBuffer, from connection: Connection, index: Int) {
-        do {
-            try self.call(.binary, results: 2) { lua in
-                lua.push(index)
-                lua.push(Int(connection.id))
-                buffer.withUnsafeReadableBytes { lua.push(bytes: $0) }
-                return 3
-            }
-            let isBinary = self.lua.bool(at: -1)
-            if let reply = self.lua.withBytes(at: -2, { ByteBuffer(bytes: $0) }) {
-                let frame = WebSocketFrame(fin: true, opcode: isBinary ? .binary : .text, data: reply)
-                self.batch.append(.send(connection, frame))
-            }
-            self.lua.pop(2)
-        } catch {
-            self.report(error, while: "handling a binary message", endpoint: index, connection: connection)
-            self.batch.append(.send(connection, .text(MessageRouting.error("handler failed"))))
-        }
-    }
-
-    private func failedMessageType() -> String? {
-        do {
-            try self.call(.failedMessage, results: 1) { _ in 0 }
-            defer { self.lua.pop() }
-            return self.lua.string(at: -1)
-        } catch {
-            return nil
-        }
-    }
-
-    func closed(_ connection: Connection, index: Int, code: WebSocketErrorCode?) {
-        do {
-            try self.call(.close, results: 0) { lua in
-                lua.push(index)
-                lua.push(Int(connection.id))
-                if let code {
-                    lua.push(Int(UInt16(webSocketErrorCode: code)))
-                } else {
-                    lua.pushNil()
-                }
-                return 3
-            }
-        } catch {
-            self.report(error, while: "running on_close", endpoint: index, connection: connection)
-        }
-        self.batch.flush()
-    }
-
-    // MARK: Going live and stopping
-
-    func activate(slots: [EndpointSlot], runtime: ScriptRuntime, loop: any EventLoop) {
-        self.slots = slots
-        self.runtime = runtime
-        for (offset, spec) in self.specs.enumerated() {
-            let index = offset + 1
-            if let every = spec.watchEvery {
-                self.poll(index)
-                self.tasks.append(
-                    loop.scheduleRepeatedTask(initialDelay: .interval(every), delay: .interval(every)) {
-                        [weak runtime] _ in runtime?.withContext { $0.poll(index) }
-                    }
-                )
-            }
-            if let every = spec.heartbeatEvery {
-                self.tasks.append(
-                    loop.scheduleRepeatedTask(initialDelay: .interval(every), delay: .interval(every)) {
-                        [weak runtime] _ in runtime?.withContext { $0.heartbeat(index) }
-                    }
-                )
-            }
-        }
-        for timer in self.pendingTimers {
-            self.startTimer(id: timer.id, seconds: timer.seconds, repeats: timer.repeats)
-        }
-        self.pendingTimers = []
-        self.batch.flush()
-    }
-
-    func stop() {
-        self.tasks.forEach { $0.cancel() }
-        self.tasks = []
-        self.timers.values.forEach { $0.cancel() }
-        self.timers = [:]
-    }
-
-    func startTimer(id: Int, seconds: Double, repeats: Bool) {
-        guard let runtime else {
-            self.pendingTimers.append((id, seconds, repeats))
-            return
-        }
-        let loop = runtime.loop
-        let delay = TimeAmount.interval(seconds)
-        if repeats {
-            self.timers[id] = .repeating(
-                loop.scheduleRepeatedTask(initialDelay: delay, delay: delay) { [weak runtime] _ in
-                    runtime?.withContext { $0.fireTimer(id) }
-                }
-            )
-        } else {
-            self.timers[id] = .once(
-                loop.scheduleTask(in: delay) { [weak runtime] in
-                    runtime?.withContext { context in
-                        context.timers[id] = nil
-                        context.fireTimer(id)
-                    }
-                }
-            )
-        }
-    }
-
-    private func fireTimer(_ id: Int) {
-        do {
-            try self.call(.timer, results: 0) { lua in
-                lua.push(id)
-                return 1
-            }
-        } catch {
-            self.report(error, while: "running a timer", endpoint: nil, connection: nil)
-        }
-        self.batch.flush()
-    }
-
-    private func poll(_ index: Int) {
-        let slot = self.slots[index - 1]
-        do {
-            try self.call(.poll, results: 1) { lua in
-                lua.push(index)
-                return 1
-            }
-            let value = self.lua.string(at: -1)
-            self.lua.pop()
-            if self.lastPollError.removeValue(forKey: index) != nil {
-                self.logger.info("watcher recovered", metadata: ["endpoint": "\(slot.pattern)"])
-            }
-            guard let value, value != slot.snapshot else { return }
-            slot.snapshot = value
-            self.batch.appendBroadcast(.text(value), to: [(slot, nil)])
-            self.batch.flush()
-        } catch {
-            // A poll that keeps failing the same way is logged once, not every tick.
-            if self.lastPollError[index] != error.description {
-                self.lastPollError[index] = error.description
-                self.report(error, while: "polling (retried every tick)", endpoint: index, connection: nil)
-            }
-        }
-    }
-
-    private func heartbeat(_ index: Int) {
-        let slot = self.slots[index - 1]
-        do {
-            try self.call(.heartbeat, results: 1) { lua in
-                lua.push(index)
-                return 1
-            }
-            if let value = self.lua.string(at: -1) {
-                // Heartbeats are not part of an endpoint's history.
-                self.batch.append(.broadcast(slot.fanout, frame: self.batch.serialize(.text(value)), pathFilter: nil))
-            }
-            self.lua.pop()
-        } catch {
-            self.report(error, while: "building the heartbeat", endpoint: index, connection: nil)
-        }
-        self.batch.flush()
     }
 
     // MARK: Errors and files
