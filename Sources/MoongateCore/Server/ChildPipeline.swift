@@ -56,16 +56,7 @@ struct ChildPipeline: Sendable {
             withErrorHandling: true
         )
         try channel.pipeline.syncOperations.addHandler(
-            HTTPRequestHandler(
-                endpoints: self.endpoints,
-                sessions: self.sessions,
-                connections: self.connections,
-                configuration: self.configuration,
-                readiness: self.readiness,
-                metrics: self.metrics,
-                role: .service(exposesMetrics: self.configuration.adminPort == nil),
-                refusal: { handshake.value.refusal }
-            ),
+            self.httpHandler(role: .service(exposesMetrics: self.configuration.adminPort == nil)) { handshake.value.refusal },
             name: HTTPRequestHandler.name
         )
     }
@@ -73,16 +64,22 @@ struct ChildPipeline: Sendable {
     /// The admin listener's pipeline: plain HTTP for health, readiness and metrics.
     func configureAdmin(_ channel: any Channel) throws {
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-        try channel.pipeline.syncOperations.addHandler(
-            HTTPRequestHandler(
-                endpoints: self.endpoints,
-                sessions: self.sessions,
-                connections: self.connections,
-                configuration: self.configuration,
-                readiness: self.readiness,
-                metrics: self.metrics,
-                role: .admin
-            )
+        try channel.pipeline.syncOperations.addHandler(self.httpHandler(role: .admin))
+    }
+
+    private func httpHandler(
+        role: HTTPRequestHandler.Role,
+        refusal: @escaping () -> HTTPReply? = { nil }
+    ) -> HTTPRequestHandler {
+        HTTPRequestHandler(
+            endpoints: self.endpoints,
+            sessions: self.sessions,
+            connections: self.connections,
+            configuration: self.configuration,
+            readiness: self.readiness,
+            metrics: self.metrics,
+            role: role,
+            refusal: refusal
         )
     }
 
