@@ -267,3 +267,27 @@ def test_an_admin_listener_takes_metrics_off_the_public_port(tmp_path):
         assert first_message(host.url("/open")) == {"type": "hi"}
     finally:
         assert host.stop() == 0
+
+
+def test_a_flooding_client_is_closed_with_1008_and_others_are_not(tmp_path):
+    (tmp_path / "open.lua").write_text('return endpoint { path = "/open", initial = { type = "hi" } }\n')
+    host = Host(tmp_path, "--max-message-rate", "50").start()
+    try:
+        async def scenario():
+            async with websockets.connect(host.url("/open")) as flooder, websockets.connect(host.url("/open")) as calm:
+                await flooder.recv()
+                await calm.recv()
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    for n in range(500):
+                        await flooder.send(json.dumps({"type": "x", "id": n}))
+                    while True:
+                        await asyncio.wait_for(flooder.recv(), 5)
+                await calm.send(json.dumps({"type": "still", "id": 1}))
+                reply = json.loads(await asyncio.wait_for(calm.recv(), 5))
+                return closed.value.rcvd, reply
+
+        close, reply = asyncio.run(scenario())
+        assert (close.code, close.reason) == (1008, "message rate limit exceeded")
+        assert reply == {"type": "ack", "received": True, "id": 1}
+    finally:
+        assert host.stop() == 0

@@ -769,3 +769,37 @@ def test_replay_of_a_history_larger_than_the_outbound_limit_reaches_the_client(t
         run(scenario())
     finally:
         assert server.stop() == 0, server.log_text()
+
+
+def test_a_stalled_session_client_costs_no_memory_and_resumes_with_nothing_lost(tmp_path):
+    """A session client that stops reading is fed no faster than it reads (its replay waits in
+    the shared history, not in a per-client buffer), is dropped when it stops answering pings,
+    and on reconnecting gets every event, in order."""
+    from hostile_support import RawClient as StalledClient
+
+    (tmp_path / "progress.lua").write_text(
+        'return endpoint { path = "/ws/p/:session", session = { history = 5000, max_bytes = 67108864 },'
+        ' keepalive = { ping_every = 0.5, timeout = 0.5 } }\n'
+    )
+    host = Host(tmp_path, "--max-outbound-buffer", "65536").start()
+    try:
+        stalled = StalledClient(host.port, rcvbuf=4096).upgrade("/ws/p/slow?last_seq=0", host.port)
+        _, _, _, ready = stalled.read_frame()
+        assert json.loads(ready)["type"] == "ready"
+        padding = "x" * 2000
+        for start in range(0, 2000, 100):
+            host.emit("slow", [{"type": "step", "n": n, "pad": padding} for n in range(start + 1, start + 101)])
+        rss_after_emits = host.rss_kib()
+        host.wait_for_log(lambda line: "did not answer a ping" in line, timeout=10)
+        assert not any("slow consumer" in line for line in host.lines)
+        assert host.rss_kib() - rss_after_emits < 16 * 1024
+        stalled.close()
+
+        async def resume():
+            async with session_connect(host, "/ws/p/slow?last_seq=0") as ws:
+                return await read_events(ws, 2000, timeout=30)
+
+        steps = [m for m in asyncio.run(resume()) if m.get("type") == "step"]
+        assert [m["seq"] for m in steps] == list(range(1, 2001))
+    finally:
+        assert host.stop() == 0

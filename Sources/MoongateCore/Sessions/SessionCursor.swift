@@ -105,11 +105,14 @@ extension Connection {
             self.slot.metrics.resets.increment()
         }
         guard !pending.events.isEmpty || pending.gap else { return }
+        // At most half the outbound limit in flight, so a replay never looks like a slow consumer.
+        let highWater = (try? self.channel.syncOptions?.getOption(.writeBufferWaterMark))?.high ?? Self.replayChunkBytes * 2
+        let chunkLimit = min(Self.replayChunkBytes, max(1, highWater / 2))
         var chunk = pending.events.prefix(while: { _ in true })
         var bytes = 0
         if let end = pending.events.firstIndex(where: { event in
             bytes += event.text.readableBytes
-            return bytes >= Self.replayChunkBytes
+            return bytes >= chunkLimit
         }) {
             chunk = pending.events[...end]
         }
