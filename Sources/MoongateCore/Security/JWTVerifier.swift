@@ -59,7 +59,7 @@ struct JWTVerifier {
         return .success(String(decoding: payloadData, as: UTF8.self))
     }
 
-    /// Signs `claims` (JSON object text); for tests and tools.
+    /// Signs `claims` (JSON object text) with the same secret.
     func sign(claims: String) -> String {
         let header = Self.base64URLEncode(Data(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
         let payload = Self.base64URLEncode(Data(claims.utf8))
