@@ -26,14 +26,25 @@ enum BenchConnection {
         stats: BenchStats,
         group: any EventLoopGroup
     ) -> EventLoopFuture<any Channel> {
-        let loop = group.next()
+        Self.open(target, on: group.next()) { upgraded in
+            BenchConnectionHandler(role: role, stats: stats, upgraded: upgraded)
+        }
+    }
+
+    /// `makeHandler` builds, on the connection's loop, the handler that takes over once upgraded;
+    /// it must complete the promise it is given when it is added.
+    static func open(
+        _ target: BenchTarget,
+        on loop: any EventLoop,
+        makeHandler: @escaping @Sendable (EventLoopPromise<Void>) -> any ChannelHandler
+    ) -> EventLoopFuture<any Channel> {
         let upgraded = loop.makePromise(of: Void.self)
         let bootstrap = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handler = NIOLoopBound(BenchConnectionHandler(role: role, stats: stats, upgraded: upgraded), eventLoop: channel.eventLoop)
+                    let handler = NIOLoopBound(makeHandler(upgraded), eventLoop: channel.eventLoop)
                     let upgrader = NIOWebSocketClientUpgrader(
                         requestKey: Self.randomKey(),
                         maxFrameSize: 1 << 24,
@@ -60,6 +71,14 @@ enum BenchConnection {
             upgraded.fail(error)
             return loop.makeFailedFuture(error)
         }
+    }
+
+    /// Sends close 1000, then closes the socket.
+    static func close(_ channel: any Channel) {
+        var data = ByteBuffer()
+        data.writeInteger(UInt16(1000))
+        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: data)
+        channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
     }
 
     static func randomKey() -> String {

@@ -115,7 +115,7 @@ public enum BenchRunner {
 
         let counts = stats.snapshot
         for channel in channels {
-            Self.close(channel)
+            BenchConnection.close(channel)
         }
         // Give the close handshakes a moment to go out before the loops stop.
         try? await Task.sleep(for: .milliseconds(200))
@@ -209,12 +209,5 @@ public enum BenchRunner {
         stats.isMeasuring = false
         let elapsed = ContinuousClock.now - started
         return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    }
-
-    private static func close(_ channel: any Channel) {
-        var data = ByteBuffer()
-        data.writeInteger(UInt16(1000))
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: data)
-        channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
     }
 }

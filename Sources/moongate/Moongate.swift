@@ -10,7 +10,7 @@ struct Moongate: AsyncParsableCommand {
             SIGHUP reloads the scripts without dropping a connection; SIGTERM or SIGINT closes every
             client with 1001 and exits.
             """,
-        subcommands: [ServeCommand.self, CheckCommand.self, BenchCommand.self],
+        subcommands: [ServeCommand.self, CheckCommand.self, BenchCommand.self, ClientCommand.self],
         defaultSubcommand: ServeCommand.self
     )
 }
