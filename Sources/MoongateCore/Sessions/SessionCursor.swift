@@ -108,7 +108,7 @@ extension Connection {
         // At most half the outbound limit in flight, so a replay never looks like a slow consumer.
         let highWater = (try? self.channel.syncOptions?.getOption(.writeBufferWaterMark))?.high ?? Self.replayChunkBytes * 2
         let chunkLimit = min(Self.replayChunkBytes, max(1, highWater / 2))
-        var chunk = pending.events.prefix(while: { _ in true })
+        var chunk = pending.events[...]
         var bytes = 0
         if let end = pending.events.firstIndex(where: { event in
             bytes += event.text.readableBytes
