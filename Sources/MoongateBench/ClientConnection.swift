@@ -16,10 +16,6 @@ enum ClientConnection {
             throw error
         }
     }
-
-    static func close(_ channel: any Channel) {
-        BenchConnection.close(channel)
-    }
 }
 
 final class PrintingHandler: ChannelInboundHandler {

@@ -81,7 +81,7 @@ public struct InteractiveClient: Sendable {
                 while ContinuousClock.now < deadline, state.millisecondsSinceLastMessage < 300 {
                     try? await Task.sleep(for: .milliseconds(50))
                 }
-                ClientConnection.close(channel)
+                BenchConnection.close(channel)
                 _ = try? await closed.futureResult.get()
                 try? await group.shutdownGracefully()
                 return

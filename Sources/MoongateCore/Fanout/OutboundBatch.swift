@@ -39,7 +39,7 @@ struct OutboundBatch {
         for target in targets {
             target.slot.metrics.broadcasts.increment()
             if target.pathFilter == nil, let history = target.slot.history,
-                SessionStore.problem(with: frame.data) == nil
+                case .success = SessionStore.eventType(of: frame.data)
             {
                 if case .success(let appended) = history.append(object: frame.data, type: nil) {
                     appended.wakeSubscribers()

@@ -132,6 +132,11 @@ struct EndpointMetrics: Sendable {
     func countReply(_ reply: ByteBuffer) {
         self.messagesOut.increment()
         self.bytesOut.increment(by: reply.readableBytes)
+        self.countKind(of: reply)
+    }
+
+    /// Acks and error replies, by their first bytes (for replies counted out elsewhere).
+    func countKind(of reply: ByteBuffer) {
         let head = reply.getString(at: reply.readerIndex, length: min(16, reply.readableBytes)) ?? ""
         if head.hasPrefix(#"{"type":"ack""#) {
             self.acks.increment()

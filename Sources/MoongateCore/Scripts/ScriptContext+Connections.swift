@@ -72,7 +72,7 @@ extension ScriptContext {
             }
             if let reply = self.lua.withBytes(at: -1, { ByteBuffer(bytes: $0) }) {
                 self.batch.append(.send(connection, WebSocketFrame(fin: true, opcode: .text, data: reply)))
-                Self.countKind(of: reply, on: connection)
+                connection.slot.metrics.countKind(of: reply)
             }
             self.lua.pop()
         } catch {
@@ -131,15 +131,5 @@ extension ScriptContext {
             self.report(error, while: "running on_close", endpoint: index, connection: connection)
         }
         self.batch.flush()
-    }
-
-    /// Acks and error replies, by their first bytes (messages out are counted when written).
-    private static func countKind(of reply: ByteBuffer, on connection: Connection) {
-        let head = reply.getString(at: reply.readerIndex, length: min(16, reply.readableBytes)) ?? ""
-        if head.hasPrefix(#"{"type":"ack""#) {
-            connection.slot.metrics.acks.increment()
-        } else if head.hasPrefix(#"{"type":"error""#) {
-            connection.slot.metrics.errorReplies.increment()
-        }
     }
 }

@@ -30,13 +30,20 @@ final class SessionStore: Sendable {
 
     var count: Int { self.sessions.withLockedValue { $0.count } }
 
-    /// Why `text` cannot be an event, or nil if it can.
-    static func problem(with text: ByteBuffer) -> String? {
+    /// Checks that `text` can be an event (a JSON object without its own `seq`) and returns its
+    /// `type`, if that is a plain string (which decides whether it closes the session).
+    static func eventType(of text: ByteBuffer) -> Result<String?, SessionError> {
         switch text.withUnsafeReadableBytes({ JSONEnvelope.scan($0) }) {
-        case .invalid(let reason): return "invalid JSON: \(reason)"
-        case .notAnObject: return "an event must be a JSON object"
+        case .invalid(let reason): return .failure(.invalid("invalid JSON: \(reason)"))
+        case .notAnObject: return .failure(.invalid("an event must be a JSON object"))
         case .object(let envelope):
-            return envelope.seq == nil ? nil : "\"seq\" is assigned by the host; remove it from the event"
+            guard envelope.seq == nil else {
+                return .failure(.invalid("\"seq\" is assigned by the host; remove it from the event"))
+            }
+            if case .string(let type) = envelope.type {
+                return .success(type)
+            }
+            return .success(nil)
         }
     }
 
@@ -62,24 +69,14 @@ final class SessionStore: Sendable {
 
     /// Appends a JSON object to a session (creating it) and wakes its subscribers.
     func emit(into id: String, object text: ByteBuffer, settings: SessionSettings? = nil) -> Result<UInt64, SessionError> {
-        self.append(into: id, object: text, settings: settings).map(\.seq)
+        Self.eventType(of: text).flatMap { type in
+            self.append(into: id, object: text, type: type, settings: settings).map(\.seq)
+        }
     }
 
-    /// As `emit`, and also says when the event is safely in the journal.
-    func append(into id: String, object text: ByteBuffer, settings: SessionSettings? = nil) -> Result<Session.Appended, SessionError> {
-        let envelope: JSONEnvelope
-        switch text.withUnsafeReadableBytes({ JSONEnvelope.scan($0) }) {
-        case .invalid(let reason): return .failure(.invalid("invalid JSON: \(reason)"))
-        case .notAnObject: return .failure(.invalid("an event must be a JSON object"))
-        case .object(let scanned): envelope = scanned
-        }
-        guard envelope.seq == nil else {
-            return .failure(.invalid("\"seq\" is assigned by the host; remove it from the event"))
-        }
-        var type: String?
-        if case .string(let value) = envelope.type {
-            type = value
-        }
+    /// Appends an event already checked with `eventType(of:)`; also says when it is safely in
+    /// the journal.
+    func append(into id: String, object text: ByteBuffer, type: String?, settings: SessionSettings? = nil) -> Result<Session.Appended, SessionError> {
         let session = self.session(id, creatingWith: settings)
         return session.append(object: text, type: type).map { appended in
             appended.wakeSubscribers()

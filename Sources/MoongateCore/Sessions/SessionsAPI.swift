@@ -56,15 +56,19 @@ struct SessionsAPI {
             }
         }
         // Every event is checked before any is appended, so a refused batch appends nothing.
+        var types: [String?] = []
         for (index, event) in events.enumerated() {
-            if let problem = SessionStore.problem(with: event) {
-                return .error(.badRequest, events.count > 1 ? "event \(index): \(problem)" : problem)
+            switch SessionStore.eventType(of: event) {
+            case .success(let type):
+                types.append(type)
+            case .failure(let problem):
+                return .error(.badRequest, events.count > 1 ? "event \(index): \(problem)" : problem.description)
             }
         }
         var seqs: [UInt64] = []
         var journaled: EventLoopFuture<Void>?
-        for event in events {
-            switch self.store.append(into: id, object: event) {
+        for (event, type) in zip(events, types) {
+            switch self.store.append(into: id, object: event, type: type) {
             case .success(let appended):
                 seqs.append(appended.seq)
                 journaled = appended.journaled ?? journaled
