@@ -2,13 +2,17 @@ import NIOCore
 import NIOWebSocket
 
 /// Rejects frames that RFC 6455 forbids before fragments are joined: reserved bits without a
-/// negotiated extension, unmasked client frames, reserved opcodes. The first bad frame raises a
-/// ``FrameViolation`` and everything after it is dropped.
+/// negotiated extension, unmasked client frames, reserved opcodes (``FrameViolation``), and invalid
+/// UTF-8 in a fragmented text message as soon as the fragment carrying it arrives, not when the
+/// message ends (``InvalidUTF8``). After the first such frame everything is dropped.
 final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
 
     private var failed = false
+    /// While a fragmented text message is open: the bytes of a character its next fragment may
+    /// complete.
+    private var textCarry: [UInt8]?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.failed else { return }
@@ -18,9 +22,25 @@ final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
             context.fireErrorCaught(violation)
             return
         }
+        if frame.opcode == .text, !frame.fin {
+            self.textCarry = []
+        }
+        if frame.opcode == .text || frame.opcode == .continuation, let carry = self.textCarry {
+            let bytes = carry + frame.unmaskedData.readableBytesView
+            let complete = UTF8Check.incompleteTailStart(bytes)
+            guard bytes[..<complete].withUnsafeBytes(UTF8Check.isValid), UTF8Check.isValidPrefix(bytes[complete...]) else {
+                self.failed = true
+                context.fireErrorCaught(InvalidUTF8())
+                return
+            }
+            self.textCarry = frame.fin ? nil : Array(bytes[complete...])
+        }
         context.fireChannelRead(data)
     }
 }
+
+/// Invalid UTF-8 in a text message, found before the message was complete; answered with 1007.
+struct InvalidUTF8: Error {}
 
 /// A frame no conforming client sends; answered with close 1002.
 struct FrameViolation: Error, Equatable, CustomStringConvertible {

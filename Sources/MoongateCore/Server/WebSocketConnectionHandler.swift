@@ -99,7 +99,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         case .text:
             let text = frame.unmaskedData
             guard text.isValidUTF8 else {
-                return self.refuse(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
+                return self.fail(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
             }
             if let cursor = self.connection.sessionCursor.value, cursor.resumePoint == nil,
                 self.resumeFromFirstMessage(text)
@@ -207,8 +207,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// Closes because of what the peer sent (too large, too fast, not UTF-8) while the protocol is
-    /// still intact: the closing handshake runs, so the peer reads our close frame instead of
+    /// Closes because of what the peer sent (too large, too fast) while the protocol is still
+    /// intact: the closing handshake runs, so the peer reads our close frame instead of
     /// losing it to a reset when it keeps sending into a closed socket.
     private func refuse(code: WebSocketErrorCode, reason: String, context: ChannelHandlerContext) {
         self.logger.info("closing connection: \(reason)", metadata: ["code": "\(UInt16(webSocketErrorCode: code))"])
@@ -216,7 +216,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         self.startClosing(code: code, reason: reason, context: context)
     }
 
-    /// Fails the connection after a protocol violation: close frame with `code`, then the socket.
+    /// Fails the connection (RFC 6455 7.1.7) after a protocol violation or invalid UTF-8: close
+    /// frame with `code`, then the socket, without waiting for the peer's answer.
     private func fail(code: WebSocketErrorCode, reason: String, context: ChannelHandlerContext) {
         guard !(self.closeState == .closed) else { return }
         self.logger.info("closing connection: \(reason)", metadata: ["code": "\(UInt16(webSocketErrorCode: code))"])
@@ -259,6 +260,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             self.logger.info("closing connection: \(error)")
         case let violation as FrameViolation:
             self.fail(code: .protocolError, reason: violation.description, context: context)
+        case is InvalidUTF8:
+            self.fail(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
         case let aggregation as NIOWebSocketFrameAggregator.Error:
             switch aggregation {
             case .accumulatedFrameSizeIsTooLarge, .tooManyFragments:
