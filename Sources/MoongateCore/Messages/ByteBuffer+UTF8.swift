@@ -28,21 +28,29 @@ enum UTF8Check {
         return true
     }
 
-    /// Where a sequence that the next fragment may still complete begins (`bytes.count` if none):
-    /// the last lead byte, if fewer of its continuation bytes follow it than it announces.
-    static func incompleteTailStart(_ bytes: [UInt8]) -> Int {
-        for back in 1...min(3, max(1, bytes.count)) where back <= bytes.count {
-            let byte = bytes[bytes.count - back]
+    /// How many bytes the character that `lead` begins takes (1 for a byte that cannot lead).
+    static func sequenceLength(_ lead: UInt8) -> Int {
+        lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
+    }
+
+    /// Where a sequence that the next fragment may still complete begins (`bytes.endIndex` if
+    /// none): the last lead byte, if fewer of its continuation bytes follow it than it announces.
+    static func incompleteTailStart<Bytes: BidirectionalCollection<UInt8>>(_ bytes: Bytes) -> Bytes.Index {
+        var index = bytes.endIndex
+        var back = 0
+        while index != bytes.startIndex, back < 3 {
+            bytes.formIndex(before: &index)
+            back += 1
+            let byte = bytes[index]
             if byte & 0xC0 == 0x80 { continue }
-            let length = byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : byte >= 0xC0 ? 2 : 1
-            return length > back ? bytes.count - back : bytes.count
+            return self.sequenceLength(byte) > back ? index : bytes.endIndex
         }
-        return bytes.count
+        return bytes.endIndex
     }
 
     /// Whether the unfinished sequence `tail` (a lead byte and fewer continuation bytes than it
     /// announces) can still become a valid character: fails fast on `F4 90`, say, which never can.
-    static func isValidPrefix(_ tail: ArraySlice<UInt8>) -> Bool {
+    static func isValidPrefix<Bytes: Collection<UInt8>>(_ tail: Bytes) -> Bool {
         guard let lead = tail.first else { return true }
         let second: ClosedRange<UInt8>
         switch lead {
@@ -56,6 +64,38 @@ enum UTF8Check {
         for (offset, byte) in tail.dropFirst().enumerated() {
             guard (offset == 0 ? second : 0x80...0xBF).contains(byte) else { return false }
         }
+        return true
+    }
+}
+
+/// Validates a text message fragment by fragment, so invalid UTF-8 is found in the fragment that
+/// carries it. Only a character split across fragments (at most three bytes) is kept between calls.
+struct StreamingUTF8Validator {
+    private var carry: [UInt8] = []
+
+    /// Whether everything fed so far is valid UTF-8 or a prefix of it; with `isFinal`, whether
+    /// the whole message is valid.
+    mutating func feed(_ bytes: UnsafeRawBufferPointer, isFinal: Bool) -> Bool {
+        var start = 0
+        if let lead = self.carry.first {
+            let missing = UTF8Check.sequenceLength(lead) - self.carry.count
+            start = min(missing, bytes.count)
+            self.carry.append(contentsOf: bytes[0..<start])
+            if start < missing {
+                return !isFinal && UTF8Check.isValidPrefix(self.carry)
+            }
+            guard self.carry.withUnsafeBytes(UTF8Check.isValid) else { return false }
+            self.carry.removeAll(keepingCapacity: true)
+        }
+        let rest = UnsafeRawBufferPointer(rebasing: bytes[start...])
+        let unfinished = UTF8Check.incompleteTailStart(rest)
+        guard UTF8Check.isValid(UnsafeRawBufferPointer(rebasing: rest[..<unfinished])),
+            UTF8Check.isValidPrefix(rest[unfinished...])
+        else { return false }
+        if isFinal {
+            return unfinished == rest.endIndex
+        }
+        self.carry.append(contentsOf: rest[unfinished...])
         return true
     }
 }

@@ -1,41 +1,45 @@
 import NIOCore
 import NIOWebSocket
 
-/// Rejects frames that RFC 6455 forbids before fragments are joined: reserved bits without a
-/// negotiated extension, unmasked client frames, reserved opcodes (``FrameViolation``), and invalid
-/// UTF-8 in a fragmented text message as soon as the fragment carrying it arrives, not when the
-/// message ends (``InvalidUTF8``). After the first such frame everything is dropped.
+/// Unmasks client frames and rejects frames that RFC 6455 forbids before fragments are joined:
+/// reserved bits without a negotiated extension, unmasked client frames, reserved opcodes
+/// (``FrameViolation``), and invalid UTF-8 in a fragmented text message as soon as the fragment
+/// carrying it arrives, not when the message ends (``InvalidUTF8``). After the first such frame everything is dropped.
 final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
 
     private var failed = false
-    /// While a fragmented text message is open: the bytes of a character its next fragment may
-    /// complete.
-    private var textCarry: [UInt8]?
+    /// While a fragmented text message is open: its UTF-8 state between fragments.
+    private var text: StreamingUTF8Validator?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.failed else { return }
-        let frame = self.unwrapInboundIn(data)
-        if let violation = FrameViolation(frame) {
+        let masked = self.unwrapInboundIn(data)
+        if let violation = FrameViolation(masked) {
             self.failed = true
             context.fireErrorCaught(violation)
             return
         }
+        // Unmasked once, here; NIO's aggregator and our handler take a frame without a key as is.
+        var payload = masked.data
+        payload.unmaskWebSocketPayload(masked.maskKey!)
+        let frame = WebSocketFrame(fin: masked.fin, opcode: masked.opcode, data: payload)
         if frame.opcode == .text, !frame.fin {
-            self.textCarry = []
+            self.text = StreamingUTF8Validator()
         }
-        if frame.opcode == .text || frame.opcode == .continuation, let carry = self.textCarry {
-            let bytes = carry + frame.unmaskedData.readableBytesView
-            let complete = UTF8Check.incompleteTailStart(bytes)
-            guard bytes[..<complete].withUnsafeBytes(UTF8Check.isValid), UTF8Check.isValidPrefix(bytes[complete...]) else {
+        if frame.opcode == .text || frame.opcode == .continuation, self.text != nil {
+            let valid = payload.withUnsafeReadableBytes { self.text!.feed($0, isFinal: frame.fin) }
+            guard valid else {
                 self.failed = true
                 context.fireErrorCaught(InvalidUTF8())
                 return
             }
-            self.textCarry = frame.fin ? nil : Array(bytes[complete...])
+            if frame.fin {
+                self.text = nil
+            }
         }
-        context.fireChannelRead(data)
+        context.fireChannelRead(self.wrapInboundOut(frame))
     }
 }
 
