@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Every test Moongate has: the Swift suites (unit and real-socket integration), the acceptance
-# tests driving the built binary with Python's `websockets` client, and Autobahn's protocol cases
-# against /echo (via kosoku). Ends with one line: "moongate: N passed, N failed".
+# tests driving the built binary with Python's `websockets` client and headless Chromium (Selenium),
+# and Autobahn's protocol cases against /echo (via kosoku). Ends with one line: "moongate: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check websockets pytest kosoku 2>&1 \
+bash .ci/install-deps --browser
+python3 -m pip install --quiet --disable-pip-version-check websockets pytest kosoku selenium 2>&1 \
   | grep -v "Running pip as the 'root' user" || true
 
 logs=$(mktemp -d)

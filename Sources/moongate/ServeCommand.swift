@@ -64,11 +64,18 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "PEM private key for --tls-cert.")
     var tlsKey: String?
 
-    @Option(name: .long, help: "Serve /metrics (and health) on this separate port instead of the public one.")
+    @Option(name: .long, help: "Serve /metrics, health and the console on this separate port instead of the public one.")
     var adminPort: Int?
 
     @Option(name: .long, help: "Address of the admin listener.")
     var adminHost: String = "127.0.0.1"
+
+    @Flag(
+        name: .long,
+        inversion: .prefixedNo,
+        help: "The web console at /console: on the admin listener, or without one on the public listener for loopback clients only."
+    )
+    var console = true
 
     @OptionGroup var logging: LoggingOptions
 
@@ -110,7 +117,8 @@ struct ServeCommand: AsyncParsableCommand {
             tlsCertificatePath: self.tlsCert,
             tlsKeyPath: self.tlsKey,
             adminPort: self.adminPort,
-            adminHost: self.adminHost
+            adminHost: self.adminHost,
+            console: self.console
         )
         let server = MoongateServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(

@@ -20,8 +20,9 @@ LISTENING = re.compile(r"listening on wss?://127\.0\.0\.1:(\d+)")
 class MoongateProcess:
     """One `moongate serve` process. Its stderr is read by a thread into `lines`."""
 
-    def __init__(self, scripts, *args, env=None):
+    def __init__(self, scripts, *args, env=None, port=0):
         self.scripts = Path(scripts)
+        self.requested_port = port
         self.args = [str(a) for a in args]
         self.env = env
         self.lines = []
@@ -33,7 +34,7 @@ class MoongateProcess:
         if not MOONGATE.exists():
             raise RuntimeError(f"no moongate binary at {MOONGATE}: run `swift build` or set MOONGATE_BIN")
         self.process = subprocess.Popen(
-            [str(MOONGATE), "serve", str(self.scripts), "--port", "0", *self.args],
+            [str(MOONGATE), "serve", str(self.scripts), "--port", str(self.requested_port), *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -115,8 +115,7 @@ struct OutboundBatch {
             guard !connection.isClosing.value else { return }
             connection.channel.write(frame, promise: nil)
             wrote(frame.length, to: connection)
-            connection.slot.metrics.messagesOut.increment()
-            connection.slot.metrics.bytesOut.increment(by: frame.length)
+            connection.slot.metrics.sent(bytes: frame.length)
         }
         func write(serialized frame: ByteBuffer, to connection: Connection) {
             guard let writer = connection.preEncodedWriter.value, !connection.isClosing.value else { return }
@@ -155,8 +154,7 @@ struct OutboundBatch {
                 }
                 if deliveries > 0 {
                     fanout.metrics.deliveries.increment(by: deliveries)
-                    fanout.metrics.messagesOut.increment(by: deliveries)
-                    fanout.metrics.bytesOut.increment(by: deliveries * frame.readableBytes)
+                    fanout.metrics.sent(messages: deliveries, bytes: deliveries * frame.readableBytes)
                 }
             case .close(let connection, let code, let reason):
                 unflushed.removeValue(forKey: connection.id)?.connection.flush()

@@ -102,6 +102,8 @@ struct EndpointMetrics: Sendable {
     let missedPongs: CoreMetrics.Counter
     let resumes: CoreMetrics.Counter
     let resets: CoreMetrics.Counter
+    /// The few totals the console reads back; swift-metrics counters are write-only.
+    let tally = EndpointTally()
     private let host: HostMetrics
 
     init(path: String, host: HostMetrics) {
@@ -128,10 +130,33 @@ struct EndpointMetrics: Sendable {
         self.resets = counter("moongate_resets_total")
     }
 
+    func connectionOpened() {
+        self.open.increment()
+        self.connects.increment()
+        self.tally.connections.add(1, ordering: .relaxed)
+    }
+
+    func connectionClosed(code: UInt16?) {
+        self.open.decrement()
+        self.tally.connections.subtract(1, ordering: .relaxed)
+        self.host.count("moongate_disconnects_total", [("endpoint", self.path), ("code", code.map(String.init) ?? "1006")])
+    }
+
+    func received(bytes: Int) {
+        self.messagesIn.increment()
+        self.bytesIn.increment(by: bytes)
+        self.tally.messagesIn.add(1, ordering: .relaxed)
+    }
+
+    func sent(messages: Int = 1, bytes: Int) {
+        self.messagesOut.increment(by: messages)
+        self.bytesOut.increment(by: bytes)
+        self.tally.messagesOut.add(messages, ordering: .relaxed)
+    }
+
     /// An answer the host or a script gave a message: an ack, an error, or another reply.
     func countReply(_ reply: ByteBuffer) {
-        self.messagesOut.increment()
-        self.bytesOut.increment(by: reply.readableBytes)
+        self.sent(bytes: reply.readableBytes)
         self.countKind(of: reply)
     }
 
@@ -143,9 +168,5 @@ struct EndpointMetrics: Sendable {
         } else if head.hasPrefix(#"{"type":"error""#) {
             self.errorReplies.increment()
         }
-    }
-
-    func disconnected(code: UInt16?) {
-        self.host.count("moongate_disconnects_total", [("endpoint", self.path), ("code", code.map(String.init) ?? "1006")])
     }
 }

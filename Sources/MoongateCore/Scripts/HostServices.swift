@@ -7,6 +7,7 @@ struct HostServices: Sendable {
     let endpoints: EndpointTable
     let sessions: SessionStore
     let metrics: HostMetrics
+    let activity: HostActivity
     let ioLoops: [any EventLoop]
     let limits: ScriptLimits
     let logger: Logger
@@ -18,6 +19,7 @@ struct HostServices: Sendable {
             endpoints: EndpointTable(),
             sessions: SessionStore(),
             metrics: HostMetrics(),
+            activity: HostActivity(),
             ioLoops: [],
             limits: limits,
             logger: logger

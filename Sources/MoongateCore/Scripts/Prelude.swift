@@ -217,6 +217,16 @@ local function reply_of(result)
   return nil
 end
 
+-- A table answering a message that has an id carries that id too (unless it sets its own), so a
+-- client can match replies to requests; the id is spliced in as the client wrote it.
+local function answer_of(result, raw_id)
+  if raw_id == nil or type(result) ~= "table" or result.id ~= nil then return reply_of(result) end
+  local text = encode_json(result)
+  if text == "{}" then return '{"id":' .. raw_id .. '}' end
+  if text:sub(1, 1) ~= "{" then return text end
+  return '{"id":' .. raw_id .. ',' .. text:sub(2)
+end
+
 -- authorize(req) returns true [, auth table] to let the client in, or false [, status [, reason]]
 -- (or status, reason) to refuse it with HTTP 401/403.
 function dispatch.authorize(index, path, params, query, headers, remote)
@@ -263,7 +273,7 @@ function dispatch.text(index, id, text, raw_id)
   if type(kind) == "string" then last_type = kind end
   local result = handler(conn_of(id), message, text)
   if result == false then return nil end  -- handled, and deliberately unanswered
-  return reply_of(result) or ack(raw_id)
+  return answer_of(result, raw_id) or ack(raw_id)
 end
 
 -- The type of the message whose handler failed, for the log.

@@ -147,9 +147,11 @@ final class ScriptContext {
     func report(_ error: ScriptError, while activity: String, endpoint index: Int?, connection: Connection?) {
         self.services.metrics.count("moongate_lua_errors_total", [("script", self.file.displayName), ("kind", error.kind.rawValue)])
         var metadata: Logger.Metadata = ["kind": "\(error.kind.rawValue)"]
-        if let index, self.specs.indices.contains(index - 1) {
-            metadata["endpoint"] = "\(self.specs[index - 1].path)"
+        let endpoint = index.flatMap { self.specs.indices.contains($0 - 1) ? self.specs[$0 - 1].path : nil }
+        if let endpoint {
+            metadata["endpoint"] = "\(endpoint)"
         }
+        self.services.activity.recordError(error, while: activity, endpoint: endpoint)
         if let connection {
             metadata["connection"] = "\(connection.id)"
         }

@@ -10,12 +10,9 @@ import NIOWebSocket
 /// gate (limits, origin, the endpoint's `authorize` hook), and after the upgrade the WebSocket
 /// handlers. Refusals are answered over HTTP by `HTTPRequestHandler`.
 struct ChildPipeline: Sendable {
-    let endpoints: EndpointTable
-    let connections: ConnectionRegistry
-    let sessions: SessionStore
+    let services: HostServices
     let configuration: ServerConfiguration
     let readiness: NIOLockedValueBox<Bool>
-    let metrics: HostMetrics
     let tlsContext: NIOLockedValueBox<NIOSSLContext?>
     let logger: Logger
 
@@ -25,6 +22,10 @@ struct ChildPipeline: Sendable {
         var auth: String?
         var timeout: Scheduled<Void>?
     }
+
+    private var endpoints: EndpointTable { self.services.endpoints }
+    private var connections: ConnectionRegistry { self.services.connections }
+    private var sessions: SessionStore { self.services.sessions }
 
     func configure(_ channel: any Channel) throws {
         if let tls = self.tlsContext.withLockedValue({ $0 }) {
@@ -39,10 +40,18 @@ struct ChildPipeline: Sendable {
             maxFrameSize: max(self.configuration.maxMessageSize, self.endpoints.largestMessageLimit),
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
-                self.admit(head, channel: channel, handshake: handshake)
+                if RequestTarget(uri: head.uri).path == ConsoleFeedHandler.path {
+                    return channel.eventLoop.makeSucceededFuture(self.admitConsoleViewer(head, channel: channel, role: role))
+                }
+                return self.admit(head, channel: channel, handshake: handshake)
             },
             upgradePipelineHandler: { channel, head in
                 handshake.value.timeout?.cancel()
+                if RequestTarget(uri: head.uri).path == ConsoleFeedHandler.path {
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ConsoleFeedHandler(services: self.services))
+                    }
+                }
                 return self.upgrade(channel, head: head, auth: handshake.value.auth)
             }
         )
@@ -56,31 +65,73 @@ struct ChildPipeline: Sendable {
             withErrorHandling: true
         )
         try channel.pipeline.syncOperations.addHandler(
-            self.httpHandler(role: .service(exposesMetrics: self.configuration.adminPort == nil)) { handshake.value.refusal },
+            self.httpHandler(role: role, channel: channel) { handshake.value.refusal },
             name: HTTPRequestHandler.name
         )
     }
 
-    /// The admin listener's pipeline: plain HTTP for health, readiness and metrics.
+    /// The admin listener's pipeline: health, readiness, metrics and the console (its page over
+    /// HTTP, its live feed over a WebSocket); no endpoint is served here.
     func configureAdmin(_ channel: any Channel) throws {
-        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-        try channel.pipeline.syncOperations.addHandler(self.httpHandler(role: .admin))
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: 1 << 12,
+            automaticErrorHandling: true,
+            shouldUpgrade: { channel, head in
+                guard RequestTarget(uri: head.uri).path == ConsoleFeedHandler.path else {
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                return channel.eventLoop.makeSucceededFuture(self.admitConsoleViewer(head, channel: channel, role: .admin))
+            },
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ConsoleFeedHandler(services: self.services))
+                }
+            }
+        )
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withServerUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { context in
+                    context.pipeline.syncOperations.removeHandler(name: HTTPRequestHandler.name, promise: nil)
+                }
+            ),
+            withErrorHandling: true
+        )
+        try channel.pipeline.syncOperations.addHandler(self.httpHandler(role: .admin, channel: channel), name: HTTPRequestHandler.name)
+    }
+
+    /// The role of the public listener: it serves metrics and the console only without an admin listener.
+    private var role: HTTPRequestHandler.Role {
+        .service(exposesOperations: self.configuration.adminPort == nil)
     }
 
     private func httpHandler(
         role: HTTPRequestHandler.Role,
+        channel: any Channel,
         refusal: @escaping () -> HTTPReply? = { nil }
     ) -> HTTPRequestHandler {
         HTTPRequestHandler(
-            endpoints: self.endpoints,
-            sessions: self.sessions,
-            connections: self.connections,
+            services: self.services,
             configuration: self.configuration,
             readiness: self.readiness,
-            metrics: self.metrics,
             role: role,
+            consoleAccess: ConsoleAccess(configuration: self.configuration, role: role, peer: channel.remoteAddress),
             refusal: refusal
         )
+    }
+
+    /// Headers for the 101 when a console viewer may watch: a GET with a valid key, from where the
+    /// console is served, and from a page of the same origin.
+    private func admitConsoleViewer(_ head: HTTPRequestHead, channel: any Channel, role: HTTPRequestHandler.Role) -> HTTPHeaders? {
+        guard head.method == .GET, Self.hasValidKey(head.headers),
+            ConsoleAccess(configuration: self.configuration, role: role, peer: channel.remoteAddress) == .allowed,
+            OriginPolicy(allowed: ["same-origin"]).allows(
+                origin: head.headers.first(name: "Origin"),
+                host: head.headers.first(name: "Host"),
+                endpointOrigins: nil
+            )
+        else { return nil }
+        return HTTPHeaders()
     }
 
     /// Headers for the 101 if the handshake may proceed; nil leaves the request to the HTTP

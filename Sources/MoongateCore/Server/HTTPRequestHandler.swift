@@ -2,19 +2,19 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
-/// Answers the plain HTTP requests that reach the server: `/healthz`, the sessions API, a 426 for
-/// an endpoint requested without an upgrade, 404 for anything else. Removed once a connection
-/// upgrades.
+/// Answers the plain HTTP requests that reach the server: health, metrics, the console and
+/// `moongate.js`, the sessions API, a 426 for an endpoint requested without an upgrade, 404 for
+/// anything else. Removed once a connection upgrades.
 final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     static let name = "moongate.http"
 
-    /// The public listener serves everything (metrics too, unless an admin listener takes them);
-    /// the admin listener only health, readiness and metrics.
+    /// The public listener serves everything (metrics and the console too, unless an admin
+    /// listener takes them); the admin listener only health, readiness, metrics and the console.
     enum Role {
-        case service(exposesMetrics: Bool)
+        case service(exposesOperations: Bool)
         case admin
     }
     /// Largest request body accepted (a batch of session events).
@@ -27,6 +27,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let readiness: NIOLockedValueBox<Bool>
     private let metrics: HostMetrics
     private let role: Role
+    private let consoleAccess: ConsoleAccess
     /// Why the handshake gate refused this connection's upgrade, if it did.
     private let refusal: () -> HTTPReply?
     private var request: HTTPRequestHead?
@@ -34,23 +35,22 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var bodyTooLarge = false
 
     init(
-        endpoints: EndpointTable,
-        sessions: SessionStore,
-        connections: ConnectionRegistry,
+        services: HostServices,
         configuration: ServerConfiguration,
         readiness: NIOLockedValueBox<Bool>,
-        metrics: HostMetrics,
         role: Role,
+        consoleAccess: ConsoleAccess,
         refusal: @escaping () -> HTTPReply? = { nil }
     ) {
-        self.metrics = metrics
+        self.metrics = services.metrics
         self.role = role
+        self.consoleAccess = consoleAccess
         self.readiness = readiness
         self.refusal = refusal
-        self.endpoints = endpoints
-        self.connections = connections
+        self.endpoints = services.endpoints
+        self.connections = services.connections
         self.maxConnections = configuration.maxConnections
-        self.sessionsAPI = SessionsAPI(store: sessions, token: configuration.sessionToken)
+        self.sessionsAPI = SessionsAPI(store: services.sessions, token: configuration.sessionToken)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -103,6 +103,9 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .admin: exposesMetrics = true
         case .service(let exposes): exposesMetrics = exposes
         }
+        if let reply = self.routeConsole(head, target: target) {
+            return reply
+        }
         if target.path == "/metrics", exposesMetrics {
             guard head.method == .GET || head.method == .HEAD else { return .methodNotAllowed("GET") }
             return HTTPReply(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: self.metrics.render())
@@ -112,7 +115,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             return self.readiness.withLockedValue { $0 } ? .text(.ok, "ready\n") : .text(.serviceUnavailable, "not ready\n")
         }
         if case .admin = self.role {
-            return .text(.notFound, "the admin listener serves /healthz, /readyz and /metrics\n")
+            return .text(.notFound, "the admin listener serves /healthz, /readyz, /metrics and /console\n")
         }
         if let reply = self.sessionsAPI.handle(head, target: target, body: self.bodyTooLarge ? nil : self.body) {
             return reply
@@ -129,6 +132,52 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             return self.refusedUpgrade(head)
         }
         return .text(.notFound, "no endpoint at \(target.path)\n")
+    }
+
+    /// `/moongate.js` everywhere; `/console` (and `/`, unless an endpoint claims it) where the
+    /// console is served. nil: not a console request.
+    private func routeConsole(_ head: HTTPRequestHead, target: RequestTarget) -> HTTPReply? {
+        let isConsole =
+            target.path == "/console" || target.path == "/console/"
+            || (target.path == "/" && self.consoleAccess == .allowed && self.endpoints.route("/") == nil)
+        guard target.path == "/moongate.js" || isConsole || target.path == ConsoleFeedHandler.path else { return nil }
+        guard head.method == .GET || head.method == .HEAD else { return .methodNotAllowed("GET") }
+        if target.path == "/moongate.js" {
+            var reply = HTTPReply(status: .ok, contentType: "text/javascript; charset=utf-8", body: BrowserClient.javascript)
+            reply.headers.add(name: "Cache-Control", value: "no-cache")
+            reply.headers.add(name: "Access-Control-Allow-Origin", value: "*")
+            return reply
+        }
+        switch self.consoleAccess {
+        case .absent:
+            return .text(.notFound, "no console here\n")
+        case .localOnly:
+            return .text(.forbidden, "the console is shown to local clients only: serve it on --admin-port (with --admin-host) to reach it remotely\n")
+        case .allowed:
+            break
+        }
+        if target.path == ConsoleFeedHandler.path {
+            // Reaching here, an upgrade was refused: a page from another origin, or a bad handshake.
+            guard head.headers[canonicalForm: "Upgrade"].contains(where: { $0.lowercased() == "websocket" }) else {
+                var reply = HTTPReply.text(.upgradeRequired, "the console's live feed is a WebSocket\n")
+                reply.headers.add(name: "Upgrade", value: "websocket")
+                return reply
+            }
+            let sameOrigin = OriginPolicy(allowed: ["same-origin"]).allows(
+                origin: head.headers.first(name: "Origin"),
+                host: head.headers.first(name: "Host"),
+                endpointOrigins: nil
+            )
+            return sameOrigin ? .text(.badRequest, "malformed WebSocket handshake\n") : .text(.forbidden, "origin not allowed\n")
+        }
+        var reply = HTTPReply(status: .ok, contentType: "text/html; charset=utf-8", body: ConsolePage.html)
+        reply.headers.add(name: "Cache-Control", value: "no-store")
+        reply.headers.add(name: "X-Frame-Options", value: "DENY")
+        reply.headers.add(
+            name: "Content-Security-Policy",
+            value: "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self' ws: wss:; frame-ancestors 'none'"
+        )
+        return reply
     }
 
     /// Why a request for a WebSocket endpoint was not upgraded.

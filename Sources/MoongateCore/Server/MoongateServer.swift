@@ -18,6 +18,7 @@ public final class MoongateServer: Sendable {
     private let endpoints = EndpointTable()
     private let sessions = SessionStore()
     private let metrics = HostMetrics()
+    private let activity = HostActivity()
     /// Scripts loaded and listening, and not shutting down: what `GET /readyz` reports.
     private let readiness = NIOLockedValueBox(false)
     /// The TLS context new connections get; replaced when a reload reads renewed certificates.
@@ -42,6 +43,7 @@ public final class MoongateServer: Sendable {
             endpoints: self.endpoints,
             sessions: self.sessions,
             metrics: self.metrics,
+            activity: self.activity,
             ioLoops: Array(self.ioGroup.makeIterator()),
             limits: configuration.limits,
             logger: logger
@@ -57,7 +59,8 @@ public final class MoongateServer: Sendable {
             loops: self.scriptLoops,
             services: self.services
         ).get()
-        _ = await self.install(runtimes)
+        let summary = await self.install(runtimes)
+        self.activity.recordReload(ok: true, summary: "started with \(summary.added.count) endpoints")
         if let files = self.configuration.tlsFiles {
             let context = try files.makeContext()
             self.tlsContext.withLockedValue { $0 = context }
@@ -92,11 +95,24 @@ public final class MoongateServer: Sendable {
             "listening on \(scheme)://\(self.configuration.host):\(port)",
             metadata: ["endpoints": "\(self.endpoints.all.map(\.pattern.description).sorted().joined(separator: " "))"]
         )
+        if self.configuration.console {
+            let http = self.configuration.tlsFiles == nil ? "http" : "https"
+            let console =
+                self.configuration.adminPort == nil
+                ? "\(http)://\(self.configuration.host):\(port)/console (loopback clients only)"
+                : "http://\(self.configuration.adminHost):\(self.adminPort ?? 0)/console"
+            self.logger.info("console at \(console)")
+        }
         return port
     }
 
     public var port: Int? {
         self.state.withLockedValue { $0.serverChannel?.localAddress?.port }
+    }
+
+    /// The admin listener's bound port, when there is one.
+    public var adminPort: Int? {
+        self.state.withLockedValue { $0.adminChannel?.localAddress?.port }
     }
 
     /// Number of open WebSocket connections.
@@ -119,6 +135,7 @@ public final class MoongateServer: Sendable {
                 self.logger.error("\(error)", metadata: ["kind": "\(error.kind.rawValue)"])
             }
             self.logger.error("reload failed: still serving the previous scripts", metadata: ["errors": "\(failure.errors.count)"])
+            self.activity.recordReload(ok: false, summary: "still serving the previous scripts", errors: failure.errors)
             return .failure(failure)
         case .success(let runtimes):
             var summary = await self.install(runtimes)
@@ -127,6 +144,7 @@ public final class MoongateServer: Sendable {
             self.metrics.count("moongate_reloads_total", [("result", "ok")])
             self.metrics.reloadDuration.recordNanoseconds(elapsed.nanoseconds)
             self.logger.info("reloaded scripts: \(summary)")
+            self.activity.recordReload(ok: true, summary: summary.description)
             return .success(summary)
         }
     }
@@ -267,12 +285,9 @@ public final class MoongateServer: Sendable {
 
     private func childPipeline() -> ChildPipeline {
         ChildPipeline(
-            endpoints: self.endpoints,
-            connections: self.connections,
-            sessions: self.sessions,
+            services: self.services,
             configuration: self.configuration,
             readiness: self.readiness,
-            metrics: self.metrics,
             tlsContext: self.tlsContext,
             logger: self.logger
         )

@@ -37,6 +37,8 @@ public struct ServerConfiguration: Sendable {
     /// A separate listener for `/metrics` (and health): with it, the public one stops serving metrics.
     public var adminPort: Int?
     public var adminHost: String
+    /// The web console (`/console`, live over `/console/live`); see ``ConsoleAccess`` for who sees it.
+    public var console: Bool
 
     var tlsFiles: TLSFiles? {
         guard let certificate = self.tlsCertificatePath, let key = self.tlsKeyPath else { return nil }
@@ -62,7 +64,8 @@ public struct ServerConfiguration: Sendable {
         tlsCertificatePath: String? = nil,
         tlsKeyPath: String? = nil,
         adminPort: Int? = nil,
-        adminHost: String = "127.0.0.1"
+        adminHost: String = "127.0.0.1",
+        console: Bool = true
     ) {
         self.host = host
         self.port = port
@@ -83,5 +86,6 @@ public struct ServerConfiguration: Sendable {
         self.tlsKeyPath = tlsKeyPath
         self.adminPort = adminPort
         self.adminHost = adminHost
+        self.console = console
     }
 }

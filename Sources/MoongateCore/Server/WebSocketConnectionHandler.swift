@@ -44,8 +44,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.registry.add(self.connection)
-        self.connection.slot.metrics.open.increment()
-        self.connection.slot.metrics.connects.increment()
+        self.connection.slot.metrics.connectionOpened()
         guard let binding = self.connection.slot.binding else {
             self.startClosing(code: .goingAway, reason: "endpoint removed", context: context)
             return
@@ -72,8 +71,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         // and then retires the scripts, which runs what was queued first.
         self.connection.slot.binding?.runtime.disconnect(self.connection, code: self.closeCode)
         self.registry.remove(self.connection)
-        self.connection.slot.metrics.open.decrement()
-        self.connection.slot.metrics.disconnected(code: self.closeCode.map { UInt16(webSocketErrorCode: $0) })
+        self.connection.slot.metrics.connectionClosed(code: self.closeCode.map { UInt16(webSocketErrorCode: $0) })
         self.logger.debug("client disconnected", metadata: ["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1006)"])
         context.fireChannelInactive()
     }
@@ -89,8 +87,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             if frame.length > self.maxMessageSize {
                 return self.refuse(code: .messageTooLarge, reason: "message larger than \(self.maxMessageSize) bytes", context: context)
             }
-            self.connection.slot.metrics.messagesIn.increment()
-            self.connection.slot.metrics.bytesIn.increment(by: frame.length)
+            self.connection.slot.metrics.received(bytes: frame.length)
             if self.rateLimit?.admit(now: .now()) == false {
                 return self.refuse(code: .policyViolation, reason: "message rate limit exceeded", context: context)
             }

@@ -120,8 +120,7 @@ extension Connection {
         let more = cursor.delivered < pending.lastSeq
         cursor.pumping = more
         self.sessionCursor.value = cursor
-        self.slot.metrics.messagesOut.increment(by: chunk.count)
-        self.slot.metrics.bytesOut.increment(by: chunk.reduce(0) { $0 + $1.text.readableBytes })
+        self.slot.metrics.sent(messages: chunk.count, bytes: chunk.reduce(0) { $0 + $1.text.readableBytes })
         // With more held, the next chunk follows once this one has been written to the socket.
         let written = more ? self.channel.eventLoop.makePromise(of: Void.self) : nil
         for (offset, event) in chunk.enumerated() {

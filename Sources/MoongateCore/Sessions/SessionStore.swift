@@ -30,6 +30,9 @@ final class SessionStore: Sendable {
 
     var count: Int { self.sessions.withLockedValue { $0.count } }
 
+    /// Every session held, for the console.
+    var all: [Session] { self.sessions.withLockedValue { Array($0.values) } }
+
     /// Checks that `text` can be an event (a JSON object without its own `seq`) and returns its
     /// `type`, if that is a plain string (which decides whether it closes the session).
     static func eventType(of text: ByteBuffer) -> Result<String?, SessionError> {

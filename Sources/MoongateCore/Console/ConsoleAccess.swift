@@ -1,0 +1,34 @@
+import NIOCore
+
+/// Who may open the console. It lists session ids, which are enough to read a session, so it is
+/// never public by default: with `--admin-port` it lives on the admin listener (loopback unless
+/// `--admin-host` says otherwise); without one, the public listener shows it to loopback peers only.
+enum ConsoleAccess: Equatable {
+    case allowed
+    /// Served on this listener, but not to this peer.
+    case localOnly
+    /// Not on this listener (or turned off).
+    case absent
+
+    init(configuration: ServerConfiguration, role: HTTPRequestHandler.Role, peer: SocketAddress?) {
+        guard configuration.console else {
+            self = .absent
+            return
+        }
+        switch role {
+        case .admin:
+            self = .allowed
+        case .service(let exposesOperations):
+            guard exposesOperations else {
+                self = .absent
+                return
+            }
+            self = Self.isLoopback(peer) ? .allowed : .localOnly
+        }
+    }
+
+    static func isLoopback(_ address: SocketAddress?) -> Bool {
+        guard let ip = address?.ipAddress else { return false }
+        return ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    }
+}
