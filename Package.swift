@@ -77,6 +77,19 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Microbenchmarks of the hot pieces: `swift run -c release moongate-microbench` (not in CI).
+        .executableTarget(
+            name: "moongate-microbench",
+            dependencies: [
+                "LuaBridge",
+                "MoongateCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            path: "Sources/MoongateMicrobench",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "LuaBridgeTests",
             dependencies: ["LuaBridge"],

@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 MOONGATE = Path(os.environ.get("MOONGATE_BIN", REPO / ".build" / "debug" / "moongate"))
-LISTENING = re.compile(r"listening on wss?://127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"listening on wss?://[^\s:]+:(\d+)")
 
 
 class MoongateProcess:

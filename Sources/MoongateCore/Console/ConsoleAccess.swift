@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 
 /// Who may open the console. It lists session ids, which are enough to read a session, so it is
 /// never public by default: with `--admin-port` it lives on the admin listener (loopback unless
@@ -25,6 +26,15 @@ enum ConsoleAccess: Equatable {
             }
             self = Self.isLoopback(peer) ? .allowed : .localOnly
         }
+    }
+
+    /// The live feed only serves the console's own page: a handshake from any other origin is refused.
+    static func isFromConsolePage(_ headers: HTTPHeaders) -> Bool {
+        OriginPolicy(allowed: ["same-origin"]).allows(
+            origin: headers.first(name: "Origin"),
+            host: headers.first(name: "Host"),
+            endpointOrigins: nil
+        )
     }
 
     static func isLoopback(_ address: SocketAddress?) -> Bool {

@@ -1,14 +1,16 @@
-import NIOCore
+package import NIOCore
 import NIOEmbedded
-import NIOWebSocket
+package import NIOWebSocket
 
 /// Turns a frame into the exact bytes NIO's `WebSocketFrameEncoder` puts on the wire, as one
 /// buffer, so a broadcast is framed once and every recipient gets the same bytes. Confined to the
 /// script loop that owns it.
-final class FrameSerializer {
+package final class FrameSerializer {
     private let channel = EmbeddedChannel(handler: WebSocketFrameEncoder())
 
-    func serialize(_ frame: WebSocketFrame) -> ByteBuffer {
+    package init() {}
+
+    package func serialize(_ frame: WebSocketFrame) -> ByteBuffer {
         do {
             try self.channel.writeOutbound(frame)
             var bytes = ByteBuffer()

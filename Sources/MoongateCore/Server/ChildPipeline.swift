@@ -125,11 +125,7 @@ struct ChildPipeline: Sendable {
     private func admitConsoleViewer(_ head: HTTPRequestHead, channel: any Channel, role: HTTPRequestHandler.Role) -> HTTPHeaders? {
         guard head.method == .GET, Self.hasValidKey(head.headers),
             ConsoleAccess(configuration: self.configuration, role: role, peer: channel.remoteAddress) == .allowed,
-            OriginPolicy(allowed: ["same-origin"]).allows(
-                origin: head.headers.first(name: "Origin"),
-                host: head.headers.first(name: "Host"),
-                endpointOrigins: nil
-            )
+            ConsoleAccess.isFromConsolePage(head.headers)
         else { return nil }
         return HTTPHeaders()
     }

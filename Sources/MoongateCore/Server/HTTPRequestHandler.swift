@@ -163,12 +163,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
                 reply.headers.add(name: "Upgrade", value: "websocket")
                 return reply
             }
-            let sameOrigin = OriginPolicy(allowed: ["same-origin"]).allows(
-                origin: head.headers.first(name: "Origin"),
-                host: head.headers.first(name: "Host"),
-                endpointOrigins: nil
-            )
-            return sameOrigin ? .text(.badRequest, "malformed WebSocket handshake\n") : .text(.forbidden, "origin not allowed\n")
+            return ConsoleAccess.isFromConsolePage(head.headers) ? .text(.badRequest, "malformed WebSocket handshake\n") : .text(.forbidden, "origin not allowed\n")
         }
         var reply = HTTPReply(status: .ok, contentType: "text/html; charset=utf-8", body: ConsolePage.html)
         reply.headers.add(name: "Cache-Control", value: "no-store")
