@@ -85,6 +85,11 @@ def test_moongate_js_and_the_console_page_are_served_with_safe_headers(scripts):
         assert get(host.http_url("/"))[0] == 200  # no endpoint claims /
         status, _, body = get(host.http_url("/console/live"))
         assert status == 426
+        # A WebSocket client asking for / or /console finds no endpoint there.
+        for path in ("/", "/console"):
+            with pytest.raises(InvalidStatus) as refused:
+                connect(host.url(path), open_timeout=10)
+            assert refused.value.response.status_code == 404
     finally:
         host.stop()
 

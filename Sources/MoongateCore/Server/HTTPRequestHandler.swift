@@ -137,9 +137,13 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// `/moongate.js` everywhere; `/console` (and `/`, unless an endpoint claims it) where the
     /// console is served. nil: not a console request.
     private func routeConsole(_ head: HTTPRequestHead, target: RequestTarget) -> HTTPReply? {
+        // A WebSocket handshake to `/` or `/console` is not a page view: it gets the 404 of a path
+        // no endpoint declares.
+        let asksForWebSocket = head.headers[canonicalForm: "Upgrade"].contains { $0.lowercased() == "websocket" }
         let isConsole =
-            target.path == "/console" || target.path == "/console/"
-            || (target.path == "/" && self.consoleAccess == .allowed && self.endpoints.route("/") == nil)
+            !asksForWebSocket
+            && (target.path == "/console" || target.path == "/console/"
+                || (target.path == "/" && self.consoleAccess == .allowed && self.endpoints.route("/") == nil))
         guard target.path == "/moongate.js" || isConsole || target.path == ConsoleFeedHandler.path else { return nil }
         guard head.method == .GET || head.method == .HEAD else { return .methodNotAllowed("GET") }
         if target.path == "/moongate.js" {
@@ -158,7 +162,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         if target.path == ConsoleFeedHandler.path {
             // Reaching here, an upgrade was refused: a page from another origin, or a bad handshake.
-            guard head.headers[canonicalForm: "Upgrade"].contains(where: { $0.lowercased() == "websocket" }) else {
+            guard asksForWebSocket else {
                 var reply = HTTPReply.text(.upgradeRequired, "the console's live feed is a WebSocket\n")
                 reply.headers.add(name: "Upgrade", value: "websocket")
                 return reply
