@@ -29,11 +29,6 @@ final class ConsoleFeedHandler: ChannelInboundHandler {
         self.timer?.cancel()
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        self.timer?.cancel()
-        context.fireChannelInactive()
-    }
-
     private func sendSnapshot(context: ChannelHandlerContext) {
         guard context.channel.isActive else { return }
         // A viewer that stops reading is skipped, not buffered for.

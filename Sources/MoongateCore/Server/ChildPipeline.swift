@@ -48,26 +48,12 @@ struct ChildPipeline: Sendable {
             upgradePipelineHandler: { channel, head in
                 handshake.value.timeout?.cancel()
                 if RequestTarget(uri: head.uri).path == ConsoleFeedHandler.path {
-                    return channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ConsoleFeedHandler(services: self.services))
-                    }
+                    return self.startConsoleFeed(channel)
                 }
                 return self.upgrade(channel, head: head, auth: handshake.value.auth)
             }
         )
-        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-            withServerUpgrade: (
-                upgraders: [upgrader],
-                completionHandler: { context in
-                    context.pipeline.syncOperations.removeHandler(name: HTTPRequestHandler.name, promise: nil)
-                }
-            ),
-            withErrorHandling: true
-        )
-        try channel.pipeline.syncOperations.addHandler(
-            self.httpHandler(role: role, channel: channel) { handshake.value.refusal },
-            name: HTTPRequestHandler.name
-        )
+        try self.addHTTP(to: channel, upgrader: upgrader, handler: self.httpHandler(role: role, channel: channel) { handshake.value.refusal })
     }
 
     /// The admin listener's pipeline: health, readiness, metrics and the console (its page over
@@ -83,11 +69,14 @@ struct ChildPipeline: Sendable {
                 return channel.eventLoop.makeSucceededFuture(self.admitConsoleViewer(head, channel: channel, role: .admin))
             },
             upgradePipelineHandler: { channel, _ in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ConsoleFeedHandler(services: self.services))
-                }
+                self.startConsoleFeed(channel)
             }
         )
+        try self.addHTTP(to: channel, upgrader: upgrader, handler: self.httpHandler(role: .admin, channel: channel))
+    }
+
+    /// HTTP/1 with `upgrader`, and `handler` for requests that are not upgraded (removed once one is).
+    private func addHTTP(to channel: any Channel, upgrader: NIOWebSocketServerUpgrader, handler: HTTPRequestHandler) throws {
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withServerUpgrade: (
                 upgraders: [upgrader],
@@ -97,7 +86,13 @@ struct ChildPipeline: Sendable {
             ),
             withErrorHandling: true
         )
-        try channel.pipeline.syncOperations.addHandler(self.httpHandler(role: .admin, channel: channel), name: HTTPRequestHandler.name)
+        try channel.pipeline.syncOperations.addHandler(handler, name: HTTPRequestHandler.name)
+    }
+
+    private func startConsoleFeed(_ channel: any Channel) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(ConsoleFeedHandler(services: self.services))
+        }
     }
 
     /// The role of the public listener: it serves metrics and the console only without an admin listener.
