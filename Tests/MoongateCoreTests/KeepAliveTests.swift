@@ -64,6 +64,33 @@ final class KeepAliveTests: HostTestCase {
         XCTAssertLessThan(elapsed, 5)
     }
 
+    /// Every client of a loop shares one keep-alive timer: each is still pinged on its own
+    /// schedule, and clients that leave take nothing of the others' with them.
+    func testEachOfManyClientsIsPingedAndLeavingClientsDoNotStopTheRest() async throws {
+        let host = try await self.startHost([
+            "a.lua": #"endpoint { path = "/p", keepalive = { ping_every = 0.2, timeout = 5 } }"#,
+        ])
+        var clients: [TestWebSocketClient] = []
+        for _ in 0..<12 {
+            clients.append(try await host.connect("/p"))
+        }
+        for client in clients {
+            let event = try await client.next(timeout: 3)
+            XCTAssertEqual(event, .ping)
+        }
+        for client in clients[..<6] {
+            try await client.close()
+        }
+        await assertEventually("the closed clients left") { host.connectionCount == 6 }
+        for client in clients[6...] {
+            for _ in 0..<2 {
+                let event = try await client.next(timeout: 3)
+                XCTAssertEqual(event, .ping)
+            }
+        }
+        XCTAssertEqual(host.connectionCount, 6)
+    }
+
     func testPingsAreOffWhenPingEveryIsZero() async throws {
         let host = try await self.startHost([
             "a.lua": """

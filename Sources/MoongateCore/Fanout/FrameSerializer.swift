@@ -27,27 +27,3 @@ package final class FrameSerializer {
 
 @available(*, unavailable)
 extension FrameSerializer: Sendable {}
-
-/// Sits on the socket side of the frame encoder so that already-serialised frames can be written
-/// to the connection without being framed again. Registers its context with the connection.
-final class PreEncodedFrameGateway: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    private let connection: Connection
-
-    init(connection: Connection) {
-        self.connection = connection
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.connection.preEncodedWriter.value = context
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.connection.preEncodedWriter.value = nil
-    }
-}
-
-@available(*, unavailable)
-extension PreEncodedFrameGateway: Sendable {}

@@ -13,7 +13,7 @@ struct OutboundBatch {
         /// `frame` holds a complete serialised frame, written as it is to every member.
         case broadcast(Fanout, frame: ByteBuffer, pathFilter: String?)
         case close(Connection, WebSocketErrorCode, reason: String)
-        /// The script finished a batch of this client's events (see `Connection.scriptWork`).
+        /// The script finished a batch of this client's events (see `ConnectionLoopState.scriptWork`).
         case completed(Connection)
     }
 
@@ -86,39 +86,42 @@ struct OutboundBatch {
     static let earlyBroadcastLimit = 4096
 
     private static func holdUntilJoined(_ frame: ByteBuffer, for connection: Connection) {
-        let held = connection.earlyBroadcasts.withValue { early -> Bool in
-            guard early != nil, early!.count < Self.earlyBroadcastLimit else { return false }
-            early!.append(frame)
+        let held = connection.onLoop.withValue { state -> Bool in
+            guard state.earlyBroadcasts != nil, state.earlyBroadcasts!.count < Self.earlyBroadcastLimit else { return false }
+            state.earlyBroadcasts!.append(frame)
             return true
         }
-        if !held, connection.earlyBroadcasts.value != nil {
+        if !held, connection.onLoop.value.earlyBroadcasts != nil {
             connection.slot.fanout.remove(connection)
             connection.close(code: .unknown(1013), reason: "the endpoint is not keeping up: try again later")
         }
     }
 
     private static func perform(_ operations: [Operation], on loop: any EventLoop) {
-        // Bytes written to each connection since its last flush. A long burst is flushed as it goes,
-        // so a client that reads at full speed never sees more than `flushThreshold` queued in the
-        // host and is not mistaken for a slow consumer.
-        var unflushed: [UInt64: (connection: Connection, bytes: Int)] = [:]
+        // Every connection written to, flushed once when the batch is done. A long burst is flushed
+        // as it goes, so a client that reads at full speed never sees more than `flushThreshold`
+        // queued in the host and is not mistaken for a slow consumer.
+        var touched: [Connection] = []
         func wrote(_ bytes: Int, to connection: Connection) {
-            let total = (unflushed[connection.id]?.bytes ?? 0) + bytes
-            if total >= Self.flushThreshold {
+            let flushNow = connection.onLoop.withValue { state -> Bool in
+                if state.unflushedBytes == 0 {
+                    touched.append(connection)
+                }
+                state.unflushedBytes += max(bytes, 1)
+                return state.unflushedBytes >= Self.flushThreshold
+            }
+            if flushNow {
                 connection.flush()
-                unflushed[connection.id] = (connection, 0)
-            } else {
-                unflushed[connection.id] = (connection, total)
             }
         }
         func write(_ frame: WebSocketFrame, to connection: Connection) {
-            guard !connection.isClosing.value else { return }
+            guard !connection.onLoop.value.isClosing else { return }
             connection.channel.write(frame, promise: nil)
             wrote(frame.length, to: connection)
             connection.slot.metrics.sent(bytes: frame.length)
         }
         func write(serialized frame: ByteBuffer, to connection: Connection) {
-            guard let writer = connection.preEncodedWriter.value, !connection.isClosing.value else { return }
+            guard let writer = connection.onLoop.value.openWriter else { return }
             writer.write(NIOAny(frame), promise: nil)
             wrote(frame.readableBytes, to: connection)
         }
@@ -127,7 +130,7 @@ struct OutboundBatch {
             case .send(let connection, let frame):
                 write(frame, to: connection)
             case .join(let connection, let initial):
-                connection.scriptWork.value -= 1
+                connection.onLoop.value.scriptWork -= 1
                 guard connection.channel.isActive else { continue }
                 let history = connection.prepareHistoryJoin()
                 if let reset = history.reset {
@@ -136,19 +139,23 @@ struct OutboundBatch {
                 if let initial, !history.skipInitial {
                     write(initial, to: connection)
                 }
-                for frame in connection.earlyBroadcasts.value ?? [] {
+                for frame in connection.onLoop.value.earlyBroadcasts ?? [] {
                     write(serialized: frame, to: connection)
                 }
-                connection.earlyBroadcasts.value = nil
+                connection.onLoop.value.earlyBroadcasts = nil
                 connection.updateSessionCursor { $0.joined = true }
             case .broadcast(let fanout, let frame, let pathFilter):
                 var deliveries = 0
                 fanout.forEachMember(on: loop) { connection in
                     guard pathFilter == nil || connection.path == pathFilter else { return }
-                    if connection.earlyBroadcasts.value != nil {
+                    switch connection.onLoop.value.broadcastRoute {
+                    case .write(let writer):
+                        writer.write(NIOAny(frame), promise: nil)
+                        wrote(frame.readableBytes, to: connection)
+                    case .holdUntilJoined:
                         Self.holdUntilJoined(frame, for: connection)
-                    } else {
-                        write(serialized: frame, to: connection)
+                    case .skip:
+                        break
                     }
                     deliveries += 1
                 }
@@ -157,14 +164,16 @@ struct OutboundBatch {
                     fanout.metrics.sent(messages: deliveries, bytes: deliveries * frame.readableBytes)
                 }
             case .close(let connection, let code, let reason):
-                unflushed.removeValue(forKey: connection.id)?.connection.flush()
+                if connection.onLoop.value.unflushedBytes > 0 {
+                    connection.flush()
+                }
                 connection.close(code: code, reason: reason)
             case .completed(let connection):
-                connection.scriptWork.value -= 1
+                connection.onLoop.value.scriptWork -= 1
             }
         }
-        for entry in unflushed.values {
-            entry.connection.flush()
+        for connection in touched where connection.onLoop.value.unflushedBytes > 0 {
+            connection.flush()
         }
     }
 }

@@ -85,8 +85,9 @@ final class HostMetrics: Sendable {
     }
 }
 
-/// One endpoint's metrics, created once so the hot path only increments.
-struct EndpointMetrics: Sendable {
+/// One endpoint's metrics, created once so the hot path only increments. A class: passing it
+/// around costs one retain, not one per counter.
+final class EndpointMetrics: Sendable {
     let path: String
     let open: CoreMetrics.Meter
     let connects: CoreMetrics.Counter
@@ -160,13 +161,17 @@ struct EndpointMetrics: Sendable {
         self.countKind(of: reply)
     }
 
+    private static let ackPrefix = Array(#"{"type":"ack""#.utf8)
+    private static let errorPrefix = Array(#"{"type":"error""#.utf8)
+
     /// Acks and error replies, by their first bytes (for replies counted out elsewhere).
     func countKind(of reply: ByteBuffer) {
-        let head = reply.getString(at: reply.readerIndex, length: min(16, reply.readableBytes)) ?? ""
-        if head.hasPrefix(#"{"type":"ack""#) {
-            self.acks.increment()
-        } else if head.hasPrefix(#"{"type":"error""#) {
-            self.errorReplies.increment()
+        reply.withUnsafeReadableBytes { bytes in
+            if bytes.starts(with: Self.ackPrefix) {
+                self.acks.increment()
+            } else if bytes.starts(with: Self.errorPrefix) {
+                self.errorReplies.increment()
+            }
         }
     }
 }

@@ -9,6 +9,8 @@ struct HostServices: Sendable {
     let metrics: HostMetrics
     let activity: HostActivity
     let ioLoops: [any EventLoop]
+    /// One keep-alive timer per I/O loop for all of its connections.
+    let keepAlive: KeepAliveWheels
     let limits: ScriptLimits
     let logger: Logger
 
@@ -21,6 +23,7 @@ struct HostServices: Sendable {
             metrics: HostMetrics(),
             activity: HostActivity(),
             ioLoops: [],
+            keepAlive: KeepAliveWheels(loops: []),
             limits: limits,
             logger: logger
         )

@@ -38,7 +38,9 @@ struct ChildPipeline: Sendable {
         }
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: max(self.configuration.maxMessageSize, self.endpoints.largestMessageLimit),
-            automaticErrorHandling: true,
+            // WebSocketConnectionHandler answers the decoder's errors itself: one handler fewer
+            // for every connection to hold and every frame to pass.
+            automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 if RequestTarget(uri: head.uri).path == ConsoleFeedHandler.path {
                     return channel.eventLoop.makeSucceededFuture(self.admitConsoleViewer(head, channel: channel, role: role))
@@ -61,7 +63,7 @@ struct ChildPipeline: Sendable {
     func configureAdmin(_ channel: any Channel) throws {
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: 1 << 12,
-            automaticErrorHandling: true,
+            automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 guard RequestTarget(uri: head.uri).path == ConsoleFeedHandler.path else {
                     return channel.eventLoop.makeSucceededFuture(nil)
@@ -91,7 +93,7 @@ struct ChildPipeline: Sendable {
 
     private func startConsoleFeed(_ channel: any Channel) -> EventLoopFuture<Void> {
         channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(ConsoleFeedHandler(services: self.services))
+            try channel.pipeline.syncOperations.addHandlers([WebSocketProtocolErrorHandler(), ConsoleFeedHandler(services: self.services)])
         }
     }
 
@@ -159,7 +161,7 @@ struct ChildPipeline: Sendable {
             path: String(target.path),
             params: route.params,
             query: target.query,
-            headers: Self.flatten(head.headers),
+            headers: head.headers.flattened,
             remoteAddress: remote
         )
         return binding.runtime.authorize(request, index: binding.index).hop(to: loop).map { decision in
@@ -189,7 +191,7 @@ struct ChildPipeline: Sendable {
             path: String(target.path),
             params: route.params,
             query: target.query,
-            headers: Self.flatten(head.headers),
+            headers: head.headers,
             slot: route.slot,
             session: route.slot.binding?.spec.session.flatMap { settings in
                 Self.sessionID(route: route, target: target).map { self.sessions.session($0, creatingWith: settings) }
@@ -202,8 +204,7 @@ struct ChildPipeline: Sendable {
         let outboundLimit = max(self.configuration.maxOutboundBuffer, 2 * (declaredLimit ?? 0))
         return channel.eventLoop.makeCompletedFuture {
             try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: outboundLimit / 2, high: outboundLimit))
-            let encoder = try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self)
-            try channel.pipeline.syncOperations.addHandler(PreEncodedFrameGateway(connection: connection), position: .before(encoder))
+            connection.onLoop.value.preEncodedWriter = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
             try channel.pipeline.syncOperations.addHandlers([
                 FrameValidator(),
                 NIOWebSocketFrameAggregator(
@@ -214,6 +215,7 @@ struct ChildPipeline: Sendable {
                 WebSocketConnectionHandler(
                     connection: connection,
                     registry: self.connections,
+                    keepAlive: self.services.keepAlive,
                     maxMessageSize: limit,
                     maxMessageRate: self.configuration.maxMessageRate,
                     logger: self.logger
@@ -234,14 +236,4 @@ struct ChildPipeline: Sendable {
         let id = route.params[param] ?? target.query[param]
         return id?.isEmpty == false ? id : nil
     }
-
-    private static func flatten(_ headers: HTTPHeaders) -> [String: String] {
-        var flat: [String: String] = [:]
-        for (name, value) in headers {
-            let key = name.lowercased()
-            flat[key] = flat[key].map { "\($0), \(value)" } ?? value
-        }
-        return flat
-    }
 }
-

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import NIOWebSocket
 
 /// One upgraded WebSocket client. Immutable: what changes over its life lives in its channel
@@ -10,26 +11,18 @@ final class Connection: Sendable {
     let path: String
     let params: [String: String]
     let query: [String: String]
+    /// The upgrade request's headers, kept compact; a dictionary only when a script asks.
+    let requestHeaders: CompactHeaders
     /// Header names lower-cased; repeated headers joined with ", ".
-    let headers: [String: String]
+    var headers: [String: String] { self.requestHeaders.flattened }
     let remoteAddress: String?
     /// JSON of what the endpoint's `authorize` hook returned for this client, if anything.
     let auth: String?
     let slot: EndpointSlot
-    /// Batches of this client's events (its connect included) handed to the script and not yet
-    /// finished. While any are, the I/O loop must not answer a message itself: its reply would
-    /// overtake theirs.
-    let scriptWork: NIOLoopBoundBox<Int>
-    /// Where already-serialised frames are written, below the frame encoder (see `PreEncodedFrameGateway`).
-    let preEncodedWriter: NIOLoopBoundBox<ChannelHandlerContext?>
-    /// Broadcasts that arrived while the client's initial payload was still being computed, sent
-    /// right after it; nil once the client has joined.
-    let earlyBroadcasts: NIOLoopBoundBox<[ByteBuffer]?>
-    /// Set once a close frame has been sent: nothing may follow it on the wire (RFC 6455 5.5.1).
-    let isClosing: NIOLoopBoundBox<Bool>
     /// The session this client watches, for endpoints that declare `session = { ... }`.
     let session: Session?
-    let sessionCursor: NIOLoopBoundBox<SessionCursor?>
+    /// What changes over the client's life on its I/O loop.
+    let onLoop: NIOLoopBoundBox<ConnectionLoopState>
 
     init(
         id: UInt64,
@@ -37,7 +30,7 @@ final class Connection: Sendable {
         path: String,
         params: [String: String],
         query: [String: String],
-        headers: [String: String],
+        headers: HTTPHeaders,
         slot: EndpointSlot,
         session: Session? = nil,
         auth: String? = nil
@@ -47,21 +40,21 @@ final class Connection: Sendable {
         self.path = path
         self.params = params
         self.query = query
-        self.headers = headers
+        self.requestHeaders = CompactHeaders(headers)
         self.remoteAddress = channel.remoteAddress?.ipAddress
         self.auth = auth
         self.slot = slot
-        self.scriptWork = .makeBoxSendingValue(0, eventLoop: channel.eventLoop)
-        self.preEncodedWriter = .makeEmptyBox(eventLoop: channel.eventLoop)
-        self.earlyBroadcasts = .makeBoxSendingValue([], eventLoop: channel.eventLoop)
-        self.isClosing = .makeBoxSendingValue(false, eventLoop: channel.eventLoop)
         self.session = session
-        self.sessionCursor = .makeEmptyBox(eventLoop: channel.eventLoop)
+        self.onLoop = .makeBoxSendingValue(ConnectionLoopState(), eventLoop: channel.eventLoop)
     }
 
     /// Flushes from the socket side of the pipeline, past every handler; must run on the channel's loop.
     func flush() {
-        if let writer = self.preEncodedWriter.value {
+        let writer = self.onLoop.withValue { state in
+            state.unflushedBytes = 0
+            return state.preEncodedWriter
+        }
+        if let writer {
             writer.flush()
         } else {
             self.channel.flush()
@@ -74,8 +67,83 @@ final class Connection: Sendable {
     }
 }
 
+/// A connection's mutable state, confined to its I/O loop: one box, so one allocation and one
+/// loop check where a broadcast touches several fields.
+struct ConnectionLoopState {
+    /// Batches of this client's events (its connect included) handed to the script and not yet
+    /// finished. While any are, the I/O loop must not answer a message itself: its reply would
+    /// overtake theirs.
+    var scriptWork = 0
+    /// The frame encoder's context: what is written there goes straight to the socket side of the
+    /// encoder, so an already-serialised frame is not framed again. Nil once the client has gone.
+    var preEncodedWriter: ChannelHandlerContext?
+    /// Broadcasts that arrived while the client's initial payload was still being computed, sent
+    /// right after it; nil once the client has joined.
+    var earlyBroadcasts: [ByteBuffer]? = []
+    /// Set once a close frame has been sent: nothing may follow it on the wire (RFC 6455 5.5.1).
+    var isClosing = false
+    var sessionCursor: SessionCursor?
+    /// Bytes an outbound batch wrote here and has not flushed yet (see `OutboundBatch`).
+    var unflushedBytes = 0
+
+    /// Where serialised frames go while the client is open; nil once it is closing.
+    var openWriter: ChannelHandlerContext? {
+        self.isClosing ? nil : self.preEncodedWriter
+    }
+
+    enum BroadcastRoute {
+        case write(ChannelHandlerContext)
+        /// The initial payload is still being computed: the broadcast waits for it.
+        case holdUntilJoined
+        case skip
+    }
+
+    var broadcastRoute: BroadcastRoute {
+        if self.earlyBroadcasts != nil {
+            return .holdUntilJoined
+        }
+        return self.openWriter.map(BroadcastRoute.write) ?? .skip
+    }
+}
+
 /// Asks a connection's handler to send a close frame and finish the closing handshake.
 struct CloseRequest: Sendable {
     var code: WebSocketErrorCode
     var reason: String
+}
+
+/// A request's headers as one string of `name: value\r\n` lines, names lower-cased: one
+/// allocation per client instead of a string pair per header.
+struct CompactHeaders: Sendable {
+    private let lines: String
+
+    init(_ headers: HTTPHeaders) {
+        var lines = ""
+        lines.reserveCapacity(headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 })
+        for (name, value) in headers {
+            lines += name.lowercased()
+            lines += ": "
+            lines += value
+            lines += "\r\n"
+        }
+        self.lines = lines
+    }
+
+    /// Repeated headers joined with ", ".
+    var flattened: [String: String] {
+        var flat: [String: String] = [:]
+        for line in self.lines.split(separator: "\r\n") {
+            // Names cannot hold ": " (RFC 9110 token), so the first one ends the name.
+            guard let colon = line.firstRange(of: ": ") else { continue }
+            let name = String(line[..<colon.lowerBound])
+            let value = String(line[colon.upperBound...])
+            flat[name] = flat[name].map { "\($0), \(value)" } ?? value
+        }
+        return flat
+    }
+}
+
+extension HTTPHeaders {
+    /// Names lower-cased; repeated headers joined with ", ".
+    var flattened: [String: String] { CompactHeaders(self).flattened }
 }

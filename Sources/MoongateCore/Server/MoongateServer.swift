@@ -38,13 +38,15 @@ public final class MoongateServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.ioGroup = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.ioThreads))
+        let ioLoops = Array(self.ioGroup.makeIterator())
         self.services = HostServices(
             connections: self.connections,
             endpoints: self.endpoints,
             sessions: self.sessions,
             metrics: self.metrics,
             activity: self.activity,
-            ioLoops: Array(self.ioGroup.makeIterator()),
+            ioLoops: ioLoops,
+            keepAlive: KeepAliveWheels(loops: ioLoops),
             limits: configuration.limits,
             logger: logger
         )
@@ -300,6 +302,9 @@ public final class MoongateServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            // NIO keeps each channel's last receive buffer for reuse; an idle client should not
+            // hold 2 KiB for it. The allocator still grows to 64 KiB under sustained reads.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try pipeline.configure(channel)

@@ -23,23 +23,40 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
     private let registry: ConnectionRegistry
     private let maxMessageSize: Int
     private var rateLimit: MessageRateLimit?
-    private var logger: Logger
+    /// The host's logger; the connection's metadata is added per line, only when one is logged.
+    private let logger: Logger
     private var closeState = CloseState.open
     private var closeCode: WebSocketErrorCode?
     private var pending: [InboundMessage] = []
+    /// The endpoint's binding as read once for the current socket read: its routing decides the
+    /// batch's messages and its runtime gets them.
+    private var readBinding: EndpointBinding?
     private var needsFlush = false
     private var keepAlive = KeepAlive()
-    private var pingTask: Scheduled<Void>?
+    private let keepAliveWheels: KeepAliveWheels
+    private var keepAliveWheel: KeepAliveWheel?
+    var keepAliveSlot: Int?
+    /// Kept for the keep-alive wheel's calls; nil outside the pipeline.
+    private var context: ChannelHandlerContext?
+    private var nextPingAt = NIODeadline.distantFuture
+    /// When to check that the ping sent at `pingSentAt` (the oldest unanswered) got its pong.
+    private var pongCheck: (deadline: NIODeadline, pingSentAt: NIODeadline)?
     private var closeTimeoutTask: Scheduled<Void>?
 
-    init(connection: Connection, registry: ConnectionRegistry, maxMessageSize: Int, maxMessageRate: Double, logger: Logger) {
+    init(
+        connection: Connection,
+        registry: ConnectionRegistry,
+        keepAlive: KeepAliveWheels,
+        maxMessageSize: Int,
+        maxMessageRate: Double,
+        logger: Logger
+    ) {
         self.connection = connection
         self.registry = registry
+        self.keepAliveWheels = keepAlive
         self.maxMessageSize = maxMessageSize
         self.rateLimit = maxMessageRate > 0 ? MessageRateLimit(perSecond: maxMessageRate) : nil
         self.logger = logger
-        self.logger[metadataKey: "endpoint"] = "\(connection.slot.pattern)"
-        self.logger[metadataKey: "connection"] = "\(connection.id)"
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -49,22 +66,23 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             self.startClosing(code: .goingAway, reason: "endpoint removed", context: context)
             return
         }
-        self.logger.debug("client connected", metadata: ["path": "\(self.connection.path)"])
-        self.scheduleNextPing(context: context)
+        self.logger.debug("client connected", metadata: self.metadata(["path": "\(self.connection.path)"]))
+        self.startKeepAlive(context: context)
         // In the fan-out from the first moment, so no broadcast is missed; those that come before
         // the initial payload wait for it (see OutboundBatch's join).
         self.connection.slot.fanout.add(self.connection)
         if let session = self.connection.session {
             self.attach(to: session, context: context)
         }
-        self.connection.scriptWork.value += 1
+        self.connection.onLoop.value.scriptWork += 1
         binding.runtime.connect(self.connection)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         self.closeState = .closed
-        self.pingTask?.cancel()
+        self.stopKeepAlive()
         self.closeTimeoutTask?.cancel()
+        self.connection.onLoop.value.preEncodedWriter = nil
         self.connection.slot.fanout.remove(self.connection)
         self.connection.session?.unsubscribe(self.connection)
         // Queue on_close before leaving the registry: shutdown waits for the registry to empty
@@ -72,8 +90,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         self.connection.slot.binding?.runtime.disconnect(self.connection, code: self.closeCode)
         self.registry.remove(self.connection)
         self.connection.slot.metrics.connectionClosed(code: self.closeCode.map { UInt16(webSocketErrorCode: $0) })
-        self.logger.debug("client disconnected", metadata: ["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1006)"])
+        self.logger.debug("client disconnected", metadata: self.metadata(["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1006)"]))
         context.fireChannelInactive()
+    }
+
+    private func metadata(_ extra: Logger.Metadata = [:]) -> Logger.Metadata {
+        extra.merging(["endpoint": "\(self.connection.slot.pattern)", "connection": "\(self.connection.id)"]) { own, _ in own }
     }
 
     // MARK: Reading
@@ -98,17 +120,20 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             guard text.isValidUTF8 else {
                 return self.fail(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message", context: context)
             }
-            if let cursor = self.connection.sessionCursor.value, cursor.resumePoint == nil,
+            if self.connection.session != nil, let cursor = self.connection.onLoop.value.sessionCursor, cursor.resumePoint == nil,
                 self.resumeFromFirstMessage(text)
             {
                 return
             }
-            guard let routing = self.connection.slot.binding?.routing else { return }
+            if self.readBinding == nil {
+                self.readBinding = self.connection.slot.binding
+            }
+            guard let routing = self.readBinding?.routing else { return }
             switch routing.decide(text) {
-            case .reply(let reply, _) where self.pending.isEmpty && self.connection.scriptWork.value == 0:
+            case .reply(let reply, _) where self.pending.isEmpty && self.connection.onLoop.value.scriptWork == 0:
+                self.connection.slot.metrics.countReply(reply)
                 context.write(self.wrapOutboundOut(.text(reply)), promise: nil)
                 self.needsFlush = true
-                self.connection.slot.metrics.countReply(reply)
             case .reply(_, let id), .script(let id):
                 self.pending.append(.text(text, id: id))
             }
@@ -131,11 +156,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         if !self.pending.isEmpty {
             let messages = self.pending
             self.pending = []
-            if let runtime = self.connection.slot.binding?.runtime {
-                self.connection.scriptWork.value += 1
+            if let runtime = (self.readBinding ?? self.connection.slot.binding)?.runtime {
+                self.connection.onLoop.value.scriptWork += 1
                 runtime.deliver(messages, from: self.connection)
             }
         }
+        self.readBinding = nil
         if self.needsFlush {
             self.needsFlush = false
             context.flush()
@@ -175,8 +201,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             }
             self.closeCode = WebSocketErrorCode(codeNumber: Int(code))
         }
-        self.connection.isClosing.value = true
-        self.logger.debug("client closed the connection", metadata: ["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1005)"])
+        self.connection.onLoop.value.isClosing = true
+        self.logger.debug("client closed the connection", metadata: self.metadata(["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1005)"]))
         self.closeState = .closed
         var data = context.channel.allocator.buffer(capacity: 2)
         if let reply {
@@ -191,9 +217,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
     private func startClosing(code: WebSocketErrorCode, reason: String, context: ChannelHandlerContext) {
         guard case .open = self.closeState else { return }
         self.closeState = .closeSent
-        self.connection.isClosing.value = true
+        self.connection.onLoop.value.isClosing = true
         self.closeCode = code
-        self.pingTask?.cancel()
+        self.stopKeepAlive()
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         data.write(webSocketErrorCode: code)
         data.writeString(reason)
@@ -208,7 +234,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
     /// intact: the closing handshake runs, so the peer reads our close frame instead of
     /// losing it to a reset when it keeps sending into a closed socket.
     private func refuse(code: WebSocketErrorCode, reason: String, context: ChannelHandlerContext) {
-        self.logger.info("closing connection: \(reason)", metadata: ["code": "\(UInt16(webSocketErrorCode: code))"])
+        self.logger.info("closing connection: \(reason)", metadata: self.metadata(["code": "\(UInt16(webSocketErrorCode: code))"]))
         self.pending = []
         self.startClosing(code: code, reason: reason, context: context)
     }
@@ -217,9 +243,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
     /// frame with `code`, then the socket, without waiting for the peer's answer.
     private func fail(code: WebSocketErrorCode, reason: String, context: ChannelHandlerContext) {
         guard !(self.closeState == .closed) else { return }
-        self.logger.info("closing connection: \(reason)", metadata: ["code": "\(UInt16(webSocketErrorCode: code))"])
+        self.logger.info("closing connection: \(reason)", metadata: self.metadata(["code": "\(UInt16(webSocketErrorCode: code))"]))
         self.closeState = .closed
-        self.connection.isClosing.value = true
+        self.connection.onLoop.value.isClosing = true
         self.closeCode = code
         self.pending = []
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
@@ -235,7 +261,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             // More than the outbound limit is waiting for this client: stop feeding it.
             self.connection.slot.fanout.remove(self.connection)
             self.connection.slot.metrics.slowConsumers.increment()
-            self.logger.info("slow consumer: outbound buffer limit exceeded, closing")
+            self.logger.info("slow consumer: outbound buffer limit exceeded, closing", metadata: self.metadata())
             self.startClosing(code: .policyViolation, reason: "slow consumer: outbound buffer limit exceeded", context: context)
         }
         context.fireChannelWritabilityChanged()
@@ -251,10 +277,15 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         switch error {
-        case is NIOWebSocketError:
-            // WebSocketProtocolErrorHandler has already sent the matching close frame and closes.
-            self.closeState = .closed
-            self.logger.info("closing connection: \(error)")
+        case let decoding as NIOWebSocketError:
+            switch decoding {
+            case .invalidFrameLength:
+                self.fail(code: .messageTooLarge, reason: "frame larger than the endpoint's message limit", context: context)
+            case .fragmentedControlFrame:
+                self.fail(code: .protocolError, reason: "fragmented control frame", context: context)
+            case .multiByteControlFrameLength:
+                self.fail(code: .protocolError, reason: "control frame longer than 125 bytes", context: context)
+            }
         case let violation as FrameViolation:
             self.fail(code: .protocolError, reason: violation.description, context: context)
         case is InvalidUTF8:
@@ -268,7 +299,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             }
         default:
             // The peer went away (reset, broken pipe): expected, not an error of ours.
-            self.logger.debug("connection error: \(error)")
+            self.logger.debug("connection error: \(error)", metadata: self.metadata())
             context.close(promise: nil)
         }
     }
@@ -288,7 +319,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         // An endpoint history (not a session): without last_seq the client wants what happens
         // from now on; its initial payload is the state.
         let liveOnly = self.connection.slot.binding?.spec.session == nil
-        self.connection.sessionCursor.value = SessionCursor(
+        self.connection.onLoop.value.sessionCursor = SessionCursor(
             session: session,
             readySeq: readySeq,
             resumePoint: point ?? (liveOnly ? .init(lastSeq: readySeq, epoch: session.epoch) : nil),
@@ -325,32 +356,66 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
 
     // MARK: Keep-alive
 
-    private func scheduleNextPing(context: ChannelHandlerContext) {
-        guard case .open = self.closeState else { return }
-        let spec = self.connection.slot.binding?.spec
-        let interval = spec.map { $0.pingEvery > 0 ? $0.pingEvery : KeepAlive.disabledRecheck } ?? KeepAlive.disabledRecheck
-        let loopBoundContext = context.loopBound
-        self.pingTask = context.eventLoop.assumeIsolated().scheduleTask(in: .interval(interval)) {
-            self.keepAliveTick(context: loopBoundContext.value)
-        }
+    private func startKeepAlive(context: ChannelHandlerContext) {
+        self.context = context
+        self.keepAliveWheel = self.keepAliveWheels.wheel(on: context.eventLoop)
+        let now = NIODeadline.now()
+        self.nextPingAt = now + .interval(self.pingEvery ?? KeepAlive.disabledRecheck)
+        self.scheduleKeepAlive()
     }
 
-    private func keepAliveTick(context: ChannelHandlerContext) {
-        guard case .open = self.closeState, let spec = self.connection.slot.binding?.spec else { return }
-        if spec.pingEvery > 0 {
-            let now = NIODeadline.now()
-            let payload = self.keepAlive.pingSent(at: now)
-            context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: payload)), promise: nil)
-            let loopBoundContext = context.loopBound
-            context.eventLoop.assumeIsolated().scheduleTask(in: .interval(spec.pingTimeout)) {
-                guard case .open = self.closeState, self.keepAlive.isUnanswered(since: now) else { return }
-                self.logger.info("peer did not answer a ping within \(spec.pingTimeout.formattedSeconds): closing")
+    private func stopKeepAlive() {
+        self.keepAliveWheel?.cancel(self)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.stopKeepAlive()
+        self.context = nil
+    }
+
+    /// The endpoint's ping interval now (a reload may change it); nil while pings are off.
+    private var pingEvery: Double? {
+        guard let every = self.connection.slot.binding?.spec.pingEvery, every > 0 else { return nil }
+        return every
+    }
+
+    private func scheduleKeepAlive() {
+        let next = min(self.nextPingAt, self.pongCheck?.deadline ?? self.nextPingAt)
+        self.keepAliveWheel?.schedule(self, at: next)
+    }
+}
+
+extension WebSocketConnectionHandler: KeepAliveParticipant {
+    func keepAliveDue(now: NIODeadline) {
+        guard case .open = self.closeState, let context = self.context, let spec = self.connection.slot.binding?.spec else {
+            return
+        }
+        if let check = self.pongCheck, now >= check.deadline {
+            self.pongCheck = nil
+            if self.keepAlive.isUnanswered(since: check.pingSentAt) {
+                self.logger.info("peer did not answer a ping within \(spec.pingTimeout.formattedSeconds): closing", metadata: self.metadata())
                 self.connection.slot.metrics.missedPongs.increment()
                 self.closeState = .closed
-                loopBoundContext.value.close(promise: nil)
+                context.close(promise: nil)
+                return
+            }
+            if let since = self.keepAlive.oldestUnanswered {
+                self.pongCheck = (since + .interval(spec.pingTimeout), since)
             }
         }
-        self.scheduleNextPing(context: context)
+        if now >= self.nextPingAt {
+            if spec.pingEvery > 0 {
+                let payload = self.keepAlive.pingSent(at: now)
+                context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: payload)), promise: nil)
+                if self.pongCheck == nil {
+                    self.pongCheck = (now + .interval(spec.pingTimeout), now)
+                }
+                self.nextPingAt = now + .interval(spec.pingEvery)
+            } else {
+                self.nextPingAt = now + .interval(KeepAlive.disabledRecheck)
+            }
+        }
+        self.scheduleKeepAlive()
     }
 }
 
@@ -362,6 +427,7 @@ struct KeepAlive {
     /// While pings are off, how often to look whether a reload turned them on.
     static let disabledRecheck: Double = 5
     private var unansweredSince: NIODeadline?
+    var oldestUnanswered: NIODeadline? { self.unansweredSince }
     private var counter: UInt64 = 0
 
     mutating func pingSent(at time: NIODeadline) -> ByteBuffer {

@@ -47,7 +47,7 @@ extension Connection {
     /// it missed is all still held it needs no initial payload (it gets the missed events instead);
     /// if not, it gets a reset, then the current snapshot, then live events. Must run on its loop.
     func prepareHistoryJoin() -> (reset: ByteBuffer?, skipInitial: Bool) {
-        guard var cursor = self.sessionCursor.value, cursor.liveOnly, cursor.requestedResume,
+        guard var cursor = self.onLoop.value.sessionCursor, cursor.liveOnly, cursor.requestedResume,
             let point = cursor.resumePoint
         else { return (nil, false) }
         let status = cursor.session.status
@@ -57,14 +57,14 @@ extension Connection {
             return (nil, true)
         }
         cursor.resumePoint = .init(lastSeq: cursor.readySeq, epoch: cursor.session.epoch)
-        self.sessionCursor.value = cursor
+        self.onLoop.value.sessionCursor = cursor
         self.slot.metrics.resets.increment()
         return (Self.resetMessage(cursor.session), false)
     }
 
     /// Joined or resume point decided; begins delivery when both are. Must run on the client's loop.
     func updateSessionCursor(_ update: (inout SessionCursor) -> Void) {
-        guard var cursor = self.sessionCursor.value else { return }
+        guard var cursor = self.onLoop.value.sessionCursor else { return }
         update(&cursor)
         var reset: ByteBuffer?
         if !cursor.delivering, cursor.joined, let point = cursor.resumePoint {
@@ -85,8 +85,8 @@ extension Connection {
                 cursor.delivered = point.lastSeq
             }
         }
-        self.sessionCursor.value = cursor
-        if let reset, !self.isClosing.value {
+        self.onLoop.value.sessionCursor = cursor
+        if let reset, !self.onLoop.value.isClosing {
             self.channel.write(WebSocketFrame.text(reset), promise: nil)
             self.flush()
         }
@@ -96,8 +96,8 @@ extension Connection {
     /// Writes the held events the client has not had yet, a chunk at a time. Must run on the
     /// client's loop; safe to call at any moment (it pulls, so extra calls deliver nothing twice).
     func deliverSessionEvents() {
-        guard var cursor = self.sessionCursor.value, cursor.delivering, !cursor.pumping,
-            self.channel.isActive, !self.isClosing.value
+        guard var cursor = self.onLoop.value.sessionCursor, cursor.delivering, !cursor.pumping,
+            self.channel.isActive, !self.onLoop.value.isClosing
         else { return }
         let pending = cursor.session.events(after: cursor.delivered, limit: 1024)
         if pending.gap {
@@ -119,7 +119,7 @@ extension Connection {
         cursor.delivered = chunk.last?.seq ?? pending.lastSeq
         let more = cursor.delivered < pending.lastSeq
         cursor.pumping = more
-        self.sessionCursor.value = cursor
+        self.onLoop.value.sessionCursor = cursor
         self.slot.metrics.sent(messages: chunk.count, bytes: chunk.reduce(0) { $0 + $1.text.readableBytes })
         // With more held, the next chunk follows once this one has been written to the socket.
         let written = more ? self.channel.eventLoop.makePromise(of: Void.self) : nil
@@ -129,7 +129,7 @@ extension Connection {
         }
         self.flush()
         written?.futureResult.whenComplete { _ in
-            self.sessionCursor.value?.pumping = false
+            self.onLoop.value.sessionCursor?.pumping = false
             self.deliverSessionEvents()
         }
     }
