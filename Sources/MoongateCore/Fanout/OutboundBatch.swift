@@ -125,7 +125,7 @@ struct OutboundBatch {
             writer.write(NIOAny(frame), promise: nil)
             wrote(frame.readableBytes, to: connection)
         }
-        for operation in operations {
+        for (index, operation) in operations.enumerated() {
             switch operation {
             case .send(let connection, let frame):
                 write(frame, to: connection)
@@ -145,10 +145,20 @@ struct OutboundBatch {
                 connection.onLoop.value.earlyBroadcasts = nil
                 connection.updateSessionCursor { $0.joined = true }
             case .broadcast(let fanout, let frame, let pathFilter):
+                let isLast = index == operations.count - 1
                 var deliveries = 0
                 fanout.forEachMember(on: loop) { connection in
                     guard pathFilter == nil || connection.path == pathFilter else { return }
                     switch connection.onLoop.value.broadcastRoute {
+                    case .write(let writer) where isLast:
+                        // Nothing after this in the batch can join this write: out it goes now,
+                        // and each recipient's state is visited once, not again for a flush.
+                        if connection.onLoop.value.unflushedBytes == 0 {
+                            writer.writeAndFlush(NIOAny(frame), promise: nil)
+                        } else {
+                            writer.write(NIOAny(frame), promise: nil)
+                            connection.flush()
+                        }
                     case .write(let writer):
                         writer.write(NIOAny(frame), promise: nil)
                         wrote(frame.readableBytes, to: connection)
