@@ -75,6 +75,31 @@ final class ProtocolTests: HostTestCase {
         XCTAssertEqual(joined, "fragmented")
     }
 
+    func testSingleFrameAndFragmentedMessagesAlternateInOrder() async throws {
+        let host = try await self.startHost(["a.lua": Self.script])
+        let client = try await host.connect("/echo")
+        func fragments(_ parts: [String]) async throws {
+            for (index, part) in parts.enumerated() {
+                let frame = WebSocketFrame(
+                    fin: index == parts.count - 1,
+                    opcode: index == 0 ? .text : .continuation,
+                    maskKey: .random(),
+                    data: ByteBuffer(string: part)
+                )
+                try await client.sendRaw(frame: frame)
+            }
+        }
+        try await client.send(text: "one")
+        try await fragments(["t", "w", "o"])
+        try await client.send(text: "three")
+        try await fragments(["fo", "ur"])
+        try await client.send(text: "five")
+        for expected in ["one", "two", "three", "four", "five"] {
+            let echoed = try await client.nextText()
+            XCTAssertEqual(echoed, expected)
+        }
+    }
+
     func testInvalidUTF8TextClosesWith1007() async throws {
         let host = try await self.startHost(["a.lua": Self.script])
         let client = try await host.connect("/echo")

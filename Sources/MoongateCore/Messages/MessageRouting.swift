@@ -52,10 +52,11 @@ struct MessageRouting: Sendable {
 
     static let notAnObject = "expected a JSON object with a \"type\" field"
 
+    private static let plainAck = ByteBuffer(string: #"{"type":"ack","received":true}"#)
+
     static func ack(id: String?) -> ByteBuffer {
-        guard let id else { return ByteBuffer(string: #"{"type":"ack","received":true}"#) }
-        var buffer = ByteBuffer()
-        buffer.reserveCapacity(38 + id.utf8.count)
+        guard let id else { return Self.plainAck }
+        var buffer = ByteBufferAllocator().buffer(capacity: 38 + id.utf8.count)
         buffer.writeString(#"{"type":"ack","received":true,"id":"#)
         buffer.writeString(id)
         buffer.writeString("}")

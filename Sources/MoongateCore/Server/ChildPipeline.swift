@@ -206,12 +206,7 @@ struct ChildPipeline: Sendable {
             try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: outboundLimit / 2, high: outboundLimit))
             connection.onLoop.value.preEncodedWriter = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
             try channel.pipeline.syncOperations.addHandlers([
-                FrameValidator(),
-                NIOWebSocketFrameAggregator(
-                    minNonFinalFragmentSize: 0,
-                    maxAccumulatedFrameCount: Int.max,
-                    maxAccumulatedFrameSize: limit
-                ),
+                FrameValidator(maxMessageSize: limit),
                 WebSocketConnectionHandler(
                     connection: connection,
                     registry: self.connections,

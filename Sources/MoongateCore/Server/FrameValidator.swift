@@ -5,13 +5,22 @@ import NIOWebSocket
 /// reserved bits without a negotiated extension, unmasked client frames, reserved opcodes
 /// (``FrameViolation``), and invalid UTF-8 in a fragmented text message as soon as the fragment
 /// carrying it arrives, not when the message ends (``InvalidUTF8``). After the first such frame everything is dropped.
+///
+/// NIO's frame aggregator joins fragments; it is put right after this handler when a client first
+/// sends a fragment, so the unfragmented messages of most clients pass one handler fewer.
 final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
 
+    private let maxMessageSize: Int
+    private var hasAggregator = false
     private var failed = false
     /// While a fragmented text message is open: its UTF-8 state between fragments.
     private var text: StreamingUTF8Validator?
+
+    init(maxMessageSize: Int) {
+        self.maxMessageSize = maxMessageSize
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.failed else { return }
@@ -25,6 +34,9 @@ final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
         var payload = masked.data
         payload.unmaskWebSocketPayload(masked.maskKey!)
         let frame = WebSocketFrame(fin: masked.fin, opcode: masked.opcode, data: payload)
+        if !frame.fin || frame.opcode == .continuation, !self.hasAggregator {
+            self.addAggregator(context: context)
+        }
         if frame.opcode == .text, !frame.fin {
             self.text = StreamingUTF8Validator()
         }
@@ -40,6 +52,21 @@ final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         context.fireChannelRead(self.wrapInboundOut(frame))
+    }
+
+    private func addAggregator(context: ChannelHandlerContext) {
+        let aggregator = NIOWebSocketFrameAggregator(
+            minNonFinalFragmentSize: 0,
+            maxAccumulatedFrameCount: Int.max,
+            maxAccumulatedFrameSize: self.maxMessageSize
+        )
+        do {
+            try context.pipeline.syncOperations.addHandler(aggregator, position: .after(self))
+            self.hasAggregator = true
+        } catch {
+            // Only a pipeline that is being torn down refuses a handler.
+            context.fireErrorCaught(error)
+        }
     }
 }
 
