@@ -83,6 +83,23 @@ final class ClosingTests: HostTestCase {
         XCTAssertEqual(code, 4002)
     }
 
+    func testClientWhoseCloseFrameIsOutGetsNoLaterBroadcast() async throws {
+        let host = try await self.startHost(["chat.lua": Self.chatScript])
+        // A does not answer the close frame, so the host holds it open in its closing state.
+        let a = try await self.join(host, autoCloseReply: false)
+        let b = try await self.join(host)
+        try await a.send(text: #"{"type":"bye"}"#)
+        let code = try await a.nextClose()
+        XCTAssertEqual(code, 4001)
+
+        try await b.send(text: #"{"type":"say","text":"after the close"}"#)
+        let said = try await b.nextJSON()
+        XCTAssertEqual(said["text"] as? String, "after the close")
+        // Until the host gives up waiting and drops A, A sees no frame after the close frame.
+        let afterClose = try await a.waitForDisconnect()
+        XCTAssertEqual(afterClose, [])
+    }
+
     func testAbruptDisconnectIsRemovedFromBroadcastsAndOthersKeepReceiving() async throws {
         let host = try await self.startHost(["chat.lua": Self.chatScript])
         let a = try await self.join(host)

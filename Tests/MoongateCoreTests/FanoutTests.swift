@@ -55,6 +55,35 @@ final class FanoutTests: HostTestCase {
         XCTAssertEqual(told["text"] as? String, "for other")
     }
 
+    func testEveryBroadcastReachesExactlyTheCurrentMembersAsTheyComeAndGo() async throws {
+        let host = try await self.startHost(["rooms.lua": Self.rooms])
+        var members: [TestWebSocketClient] = []
+        for _ in 0..<6 {
+            members.append(try await self.news(host))
+        }
+        // Leave from the front, the middle and the back, cleanly and abruptly.
+        let leaving = [members[0], members[3], members[5]]
+        try await leaving[0].close()
+        _ = try await leaving[0].nextClose()
+        await leaving[1].disconnect()
+        try await leaving[2].close()
+        _ = try await leaving[2].nextClose()
+        await assertEventually { host.connectionCount == 3 }
+        members = [members[1], members[2], members[4]]
+        members.append(try await self.news(host))
+        members.append(try await self.news(host))
+
+        for round in 1...2 {
+            try await members[0].send(text: #"{"type":"shout","text":"round \#(round)"}"#)
+            for (index, member) in members.enumerated() {
+                let news = try await member.nextJSON()
+                XCTAssertEqual(news["text"] as? String, "round \(round)", "member \(index): each broadcast once, in order")
+            }
+            let ack = try await members[0].nextJSON()
+            XCTAssertEqual(ack["type"] as? String, "ack")
+        }
+    }
+
     func testPublishReachesAnotherEndpointOfAnotherScript() async throws {
         let host = try await self.startHost(["rooms.lua": Self.rooms, "other.lua": Self.other])
         let publisher = try await self.news(host)

@@ -125,6 +125,11 @@ struct OutboundBatch {
             writer.write(NIOAny(frame), promise: nil)
             wrote(frame.readableBytes, to: connection)
         }
+        // Past this index nothing writes (only `.completed` bookkeeping follows).
+        let lastWrite = operations.lastIndex { operation in
+            if case .completed = operation { return false }
+            return true
+        }
         for (index, operation) in operations.enumerated() {
             switch operation {
             case .send(let connection, let frame):
@@ -143,31 +148,33 @@ struct OutboundBatch {
                     write(serialized: frame, to: connection)
                 }
                 connection.onLoop.value.earlyBroadcasts = nil
+                if let writer = connection.onLoop.value.openWriter {
+                    connection.slot.fanout.markReady(connection, writer: writer)
+                }
                 connection.updateSessionCursor { $0.joined = true }
             case .broadcast(let fanout, let frame, let pathFilter):
-                let isLast = index == operations.count - 1
-                var deliveries = 0
-                fanout.forEachMember(on: loop) { connection in
-                    guard pathFilter == nil || connection.path == pathFilter else { return }
-                    switch connection.onLoop.value.broadcastRoute {
-                    case .write(let writer) where isLast:
-                        // Nothing after this in the batch can join this write: out it goes now,
-                        // and each recipient's state is visited once, not again for a flush.
-                        if connection.onLoop.value.unflushedBytes == 0 {
-                            writer.writeAndFlush(NIOAny(frame), promise: nil)
-                        } else {
+                let deliveries: Int
+                if index == lastWrite, pathFilter == nil {
+                    // Nothing after this in the batch can join these writes: out they go now,
+                    // without visiting each recipient's state. A recipient this batch already
+                    // wrote to gets that flushed too, and its later flush finds nothing to do.
+                    deliveries = fanout.writeAndFlush(frame, on: loop) { Self.holdUntilJoined(frame, for: $0) }
+                } else {
+                    var count = 0
+                    fanout.forEachMember(on: loop) { connection in
+                        guard pathFilter == nil || connection.path == pathFilter else { return }
+                        switch connection.onLoop.value.broadcastRoute {
+                        case .write(let writer):
                             writer.write(NIOAny(frame), promise: nil)
-                            connection.flush()
+                            wrote(frame.readableBytes, to: connection)
+                        case .holdUntilJoined:
+                            Self.holdUntilJoined(frame, for: connection)
+                        case .skip:
+                            return
                         }
-                    case .write(let writer):
-                        writer.write(NIOAny(frame), promise: nil)
-                        wrote(frame.readableBytes, to: connection)
-                    case .holdUntilJoined:
-                        Self.holdUntilJoined(frame, for: connection)
-                    case .skip:
-                        break
+                        count += 1
                     }
-                    deliveries += 1
+                    deliveries = count
                 }
                 if deliveries > 0 {
                     fanout.metrics.deliveries.increment(by: deliveries)

@@ -201,7 +201,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             }
             self.closeCode = WebSocketErrorCode(codeNumber: Int(code))
         }
-        self.connection.onLoop.value.isClosing = true
+        self.markClosing()
         self.logger.debug("client closed the connection", metadata: self.metadata(["code": "\(self.closeCode.map { UInt16(webSocketErrorCode: $0) } ?? 1005)"]))
         self.closeState = .closed
         var data = context.channel.allocator.buffer(capacity: 2)
@@ -213,11 +213,17 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             .whenComplete { _ in loopBoundContext.value.close(promise: nil) }
     }
 
+    /// A close frame is about to go out: nothing may follow it (RFC 6455 5.5.1), broadcasts included.
+    private func markClosing() {
+        self.connection.onLoop.value.isClosing = true
+        self.connection.slot.fanout.remove(self.connection)
+    }
+
     /// Sends a close frame and waits (bounded) for the peer's answer.
     private func startClosing(code: WebSocketErrorCode, reason: String, context: ChannelHandlerContext) {
         guard case .open = self.closeState else { return }
         self.closeState = .closeSent
-        self.connection.onLoop.value.isClosing = true
+        self.markClosing()
         self.closeCode = code
         self.stopKeepAlive()
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
@@ -245,7 +251,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         guard !(self.closeState == .closed) else { return }
         self.logger.info("closing connection: \(reason)", metadata: self.metadata(["code": "\(UInt16(webSocketErrorCode: code))"]))
         self.closeState = .closed
-        self.connection.onLoop.value.isClosing = true
+        self.markClosing()
         self.closeCode = code
         self.pending = []
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
