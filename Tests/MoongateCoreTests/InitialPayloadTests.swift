@@ -90,6 +90,39 @@ final class InitialPayloadTests: HostTestCase {
         XCTAssertEqual(first["type"] as? String, "initial")
     }
 
+    func testTableInitialIsEncodedForEachClientSoItShowsTheStateThen() async throws {
+        let host = try await self.startHost([
+            "a.lua": """
+            local state = { type = "state", count = 0 }
+            endpoint {
+              path = "/counter",
+              initial = state,
+              on = { bump = function() state.count = state.count + 1 end },
+            }
+            """,
+        ])
+        let first = try await host.connect("/counter")
+        let before = try await first.nextJSON()
+        XCTAssertEqual(before["count"] as? Int, 0)
+        try await first.send(text: #"{"type":"bump"}"#)
+        _ = try await first.nextJSON()  // the ack
+        let second = try await host.connect("/counter")
+        let after = try await second.nextJSON()
+        XCTAssertEqual(after["count"] as? Int, 1)
+    }
+
+    func testStringInitialComesFromTheScriptServingAtConnectTime() async throws {
+        let host = try await self.startHost(["a.lua": #"endpoint { path = "/s", initial = "version 1" }"#])
+        let early = try await host.connect("/s")
+        let first = try await early.nextText()
+        XCTAssertEqual(first, "version 1")
+        try host.write(file: "a.lua", source: #"endpoint { path = "/s", initial = "version 2" }"#)
+        _ = try await host.reload().get()
+        let late = try await host.connect("/s")
+        let second = try await late.nextText()
+        XCTAssertEqual(second, "version 2")
+    }
+
     func testNoInitialMeansTheFirstMessageIsTheFirstReply() async throws {
         let host = try await self.startHost([
             "a.lua": #"endpoint { path = "/quiet", on = { hi = function() return { type = "hi back" } end } }"#,

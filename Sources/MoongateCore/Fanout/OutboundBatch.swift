@@ -97,7 +97,8 @@ struct OutboundBatch {
         }
     }
 
-    private static func perform(_ operations: [Operation], on loop: any EventLoop) {
+    /// Carries out `operations` now; must run on `loop`.
+    static func perform(_ operations: [Operation], on loop: any EventLoop) {
         // Every connection written to, flushed once when the batch is done. A long burst is flushed
         // as it goes, so a client that reads at full speed never sees more than `flushThreshold`
         // queued in the host and is not mistaken for a slow consumer.

@@ -4,6 +4,9 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
     /// `file:line` of the `endpoint` call.
     public var `where`: String
     public var initial: Bool
+    /// Opening a connection needs no script code: the initial payload, if any, is `initialText`.
+    public var fixedOpen: Bool
+    public var initialText: String?
     public var watchEvery: Double?
     /// Message types with an `on` handler, space-separated (cjson cannot tell an empty list from `{}`).
     public var handlers: String?
@@ -28,6 +31,8 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
         self.path = try container.decode(String.self, forKey: .path)
         self.where = try container.decode(String.self, forKey: .where)
         self.initial = try container.decode(Bool.self, forKey: .initial)
+        self.fixedOpen = try container.decodeIfPresent(Bool.self, forKey: .fixedOpen) ?? false
+        self.initialText = try container.decodeIfPresent(String.self, forKey: .initialText)
         self.watchEvery = try container.decodeIfPresent(Double.self, forKey: .watchEvery)
         self.handlers = try container.decodeIfPresent(String.self, forKey: .handlers)
         self.onText = try container.decode(Bool.self, forKey: .onText)
@@ -55,6 +60,8 @@ public struct EndpointSpec: Sendable, Equatable, Decodable {
         case maxMessageSize = "max_message_size"
         case session, authorize, origins, history
         case noOrigins = "no_origins"
+        case fixedOpen = "fixed_open"
+        case initialText = "initial_text"
     }
 
     public var handlerTypes: [String] {

@@ -139,6 +139,11 @@ function dispatch.describe()
       path = def.path,
       where = entry.where,
       initial = def.initial ~= nil,
+      -- Opening runs no script code: no on_open, no watcher snapshot, and an initial payload
+      -- that is absent or a string (a table may change between clients, so it is encoded each time).
+      fixed_open = def.on_open == nil and def.watch == nil
+        and (def.initial == nil or type(def.initial) == "string"),
+      initial_text = type(def.initial) == "string" and def.initial or nil,
       watch_every = def.watch and def.watch.every,
       handlers = #handlers > 0 and concat(handlers, " ") or nil,
       on_text = def.on_text ~= nil,

@@ -75,7 +75,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             self.attach(to: session, context: context)
         }
         self.connection.onLoop.value.scriptWork += 1
-        binding.runtime.connect(self.connection)
+        if binding.spec.fixedOpen {
+            // Nothing for the script to compute: join here, without a trip to its executor.
+            OutboundBatch.perform([.join(self.connection, initial: binding.spec.initialText.map(WebSocketFrame.text))], on: context.eventLoop)
+        } else {
+            binding.runtime.connect(self.connection)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
