@@ -77,7 +77,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         self.connection.onLoop.value.scriptWork += 1
         if binding.spec.fixedOpen {
             // Nothing for the script to compute: join here, without a trip to its executor.
-            OutboundBatch.perform([.join(self.connection, initial: binding.spec.initialText.map(WebSocketFrame.text))], on: context.eventLoop)
+            let initial = binding.spec.initialText.map(WebSocketFrame.text)
+            OutboundBatch.perform([.join(self.connection, initial: initial)], on: context.eventLoop)
         } else {
             binding.runtime.connect(self.connection)
         }
