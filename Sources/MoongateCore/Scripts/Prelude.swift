@@ -296,12 +296,12 @@ function dispatch.binary(index, id, data)
 end
 
 function dispatch.close(index, id, code)
-  local conn = conns[id] or new_conn(id)
+  local conn = conns[id]
   conns[id] = nil
   local entry = endpoints[index]
   if entry and entry.def.on_close then
     current = index
-    entry.def.on_close(conn, code)
+    entry.def.on_close(conn or new_conn(id), code)
   end
 end
 
