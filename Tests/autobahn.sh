@@ -16,6 +16,9 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -n "$port" ] || { echo "moongate did not start"; cat "$log"; exit 1; }
-kosoku -x '12.*' -x '13.*' -p 4 -o reports/servers "ws://127.0.0.1:$port/echo" | tail -n 3
+# One case at a time, as Autobahn's own fuzzing client runs them: its timing windows (0.5-1 s)
+# assume it. In parallel, every case's echo queues on the /echo script's one executor, and in a
+# debug build a 16 MiB echo (9.x) holds a small one (6.x) for up to 0.9 s, which such a case fails.
+kosoku -x '12.*' -x '13.*' -p 1 -o reports/servers "ws://127.0.0.1:$port/echo" | tail -n 3
 kill -TERM $server
 wait $server
