@@ -41,11 +41,19 @@ final class Fanout: Sendable {
         }
     }
 
-    /// Calls `body` for each member on `loop`, ready or joining; must run on `loop`.
-    func forEachMember(on loop: any EventLoop, _ body: (Connection) -> Void) {
+    /// Calls `ready` with each ready member on `loop` and its writer, then `joining` with each
+    /// joining member; must run on `loop`.
+    func forEachMember(
+        on loop: any EventLoop,
+        ready: (Connection, ChannelHandlerContext) -> Void,
+        joining: (Connection) -> Void
+    ) {
         guard let box = self.box(for: loop) else { return }
-        box.value.ready.connections.forEach(body)
-        box.value.joining.values.forEach(body)
+        let members = box.value
+        for (connection, writer) in zip(members.ready.connections, members.ready.writers) {
+            ready(connection, writer)
+        }
+        members.joining.values.forEach(joining)
     }
 
     /// Writes and flushes `frame` (a complete serialised frame) to every ready member on `loop`

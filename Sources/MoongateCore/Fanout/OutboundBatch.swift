@@ -162,19 +162,20 @@ struct OutboundBatch {
                     deliveries = fanout.writeAndFlush(frame, on: loop) { Self.holdUntilJoined(frame, for: $0) }
                 } else {
                     var count = 0
-                    fanout.forEachMember(on: loop) { connection in
-                        guard pathFilter == nil || connection.path == pathFilter else { return }
-                        switch connection.onLoop.value.broadcastRoute {
-                        case .write(let writer):
+                    fanout.forEachMember(
+                        on: loop,
+                        ready: { connection, writer in
+                            guard pathFilter == nil || connection.path == pathFilter else { return }
                             writer.write(NIOAny(frame), promise: nil)
                             wrote(frame.readableBytes, to: connection)
-                        case .holdUntilJoined:
+                            count += 1
+                        },
+                        joining: { connection in
+                            guard pathFilter == nil || connection.path == pathFilter else { return }
                             Self.holdUntilJoined(frame, for: connection)
-                        case .skip:
-                            return
+                            count += 1
                         }
-                        count += 1
-                    }
+                    )
                     deliveries = count
                 }
                 if deliveries > 0 {

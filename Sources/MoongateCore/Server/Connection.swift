@@ -90,20 +90,6 @@ struct ConnectionLoopState {
     var openWriter: ChannelHandlerContext? {
         self.isClosing ? nil : self.preEncodedWriter
     }
-
-    enum BroadcastRoute {
-        case write(ChannelHandlerContext)
-        /// The initial payload is still being computed: the broadcast waits for it.
-        case holdUntilJoined
-        case skip
-    }
-
-    var broadcastRoute: BroadcastRoute {
-        if self.earlyBroadcasts != nil {
-            return .holdUntilJoined
-        }
-        return self.openWriter.map(BroadcastRoute.write) ?? .skip
-    }
 }
 
 /// Asks a connection's handler to send a close frame and finish the closing handshake.
