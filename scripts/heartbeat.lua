@@ -1,5 +1,7 @@
 -- /ws/heartbeat: where ADW workers check in. They register, send heartbeats, report events
 -- (forwarded to the ADW monitor dashboard) and job results (the last 100 are kept here).
+-- Every message is acknowledged with {"type":"ack","received":true,...}: workers count an ack
+-- without "received" as unacknowledged.
 local MAX_RESULTS = 100
 local results = {}   -- newest last
 
@@ -12,7 +14,7 @@ return endpoint {
       conn.data.worker = msg.worker_id or msg.worker or ("conn-" .. conn.id)
       conn.data.capabilities = msg.capabilities
       log.info("worker registered:", conn.data.worker)
-      return { type = "ack", msg = "registered", id = msg.id }
+      return { type = "ack", received = true, msg = "registered", id = msg.id }
     end,
 
     heartbeat = function(conn, msg)
@@ -30,7 +32,7 @@ return endpoint {
     job_result = function(conn, msg)
       results[#results + 1] = { worker = conn.data.worker, at = now(), result = msg }
       if #results > MAX_RESULTS then table.remove(results, 1) end
-      return { type = "ack", msg = "recorded", job_id = msg.job_id, id = msg.id }
+      return { type = "ack", received = true, msg = "recorded", job_id = msg.job_id, id = msg.id }
     end,
   },
 

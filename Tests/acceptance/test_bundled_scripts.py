@@ -234,11 +234,13 @@ def test_heartbeat_protocol(server):
         async with connect(server.url("/ws/heartbeat")) as ws:
             assert await request(ws, {"type": "worker_register", "worker_id": "worker-7"}) == {
                 "type": "ack",
+                "received": True,
                 "msg": "registered",
             }
             assert await request(ws, {"type": "heartbeat", "id": 1}) == {"type": "ack", "received": True, "id": 1}
             assert await request(ws, {"type": "job_result", "job_id": "job-1042", "status": "success"}) == {
                 "type": "ack",
+                "received": True,
                 "msg": "recorded",
                 "job_id": "job-1042",
             }
@@ -269,7 +271,7 @@ def test_job_results_beyond_the_kept_hundred_are_still_acked(server):
         async with connect(server.url("/ws/heartbeat")) as ws:
             for n in range(150):
                 reply = await request(ws, {"type": "job_result", "job_id": f"job-{n}", "status": "success"})
-                assert reply == {"type": "ack", "msg": "recorded", "job_id": f"job-{n}"}
+                assert reply == {"type": "ack", "received": True, "msg": "recorded", "job_id": f"job-{n}"}
 
     run(scenario())
 

@@ -11,19 +11,22 @@ struct HostServices: Sendable {
     let ioLoops: [any EventLoop]
     /// One keep-alive timer per I/O loop for all of its connections.
     let keepAlive: KeepAliveWheels
+    let originRefusals: OriginRefusals
     let limits: ScriptLimits
     let logger: Logger
 
     /// For `moongate check`: scripts load and describe themselves, nothing is served.
     static func offline(limits: ScriptLimits, logger: Logger) -> HostServices {
-        HostServices(
+        let metrics = HostMetrics()
+        return HostServices(
             connections: ConnectionRegistry(),
             endpoints: EndpointTable(),
             sessions: SessionStore(),
-            metrics: HostMetrics(),
+            metrics: metrics,
             activity: HostActivity(),
             ioLoops: [],
             keepAlive: KeepAliveWheels(loops: []),
+            originRefusals: OriginRefusals(metrics: metrics),
             limits: limits,
             logger: logger
         )

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 /// Which browser origins may open a WebSocket (cross-site WebSocket hijacking protection). A
 /// handshake without an `Origin` header (not from a browser) is not affected.
@@ -6,8 +7,16 @@ struct OriginPolicy: Sendable {
     /// `*` allows every origin; `same-origin` (the default) allows pages served from the host
     /// the client connects to; anything else is an origin such as `https://app.example.com`.
     let allowed: [String]
+    /// The host listens on loopback addresses only: nothing but this machine can reach it, so
+    /// `same-origin` also lets in pages from any loopback origin (a dev server on another port).
+    let loopbackHost: Bool
 
     static let sameOrigin = "same-origin"
+
+    init(allowed: [String], loopbackHost: Bool = false) {
+        self.allowed = allowed
+        self.loopbackHost = loopbackHost
+    }
 
     func allows(origin: String?, host: String?, endpointOrigins: [String]?) -> Bool {
         guard let origin else { return true }
@@ -16,7 +25,11 @@ struct OriginPolicy: Sendable {
         for entry in allowed {
             if entry == "*" { return true }
             if entry == Self.sameOrigin {
-                if let host, let originHost = URL(string: origin)?.hostAndPort, originHost.lowercased() == host.lowercased() {
+                let originHost = URL(string: origin)?.hostAndPort
+                if let host, let originHost, originHost.lowercased() == host.lowercased() {
+                    return true
+                }
+                if self.loopbackHost, Self.isLoopbackOrigin(origin) {
                     return true
                 }
             } else if Self.normalize(entry) == normalized {
@@ -24,6 +37,43 @@ struct OriginPolicy: Sendable {
             }
         }
         return false
+    }
+
+    /// `http(s)://localhost`, `*.localhost`, `127.x.x.x` or `[::1]`, any port: browsers resolve
+    /// all of these to this machine only.
+    static func isLoopbackOrigin(_ origin: String) -> Bool {
+        guard let url = URL(string: origin), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            var host = url.host?.lowercased()
+        else { return false }
+        if host.hasPrefix("["), host.hasSuffix("]") {
+            host = String(host.dropFirst().dropLast())
+        }
+        if host == "localhost" || host.hasSuffix(".localhost") {
+            return true
+        }
+        return Self.isLoopbackAddress(host)
+    }
+
+    /// Whether the host the server binds (`--host`) is a loopback address or `localhost`.
+    static func isLoopbackBindHost(_ host: String) -> Bool {
+        var host = host.lowercased()
+        if host.hasPrefix("["), host.hasSuffix("]") {
+            host = String(host.dropFirst().dropLast())
+        }
+        return host == "localhost" || Self.isLoopbackAddress(host)
+    }
+
+    private static func isLoopbackAddress(_ text: String) -> Bool {
+        guard let address = try? SocketAddress(ipAddress: text, port: 0) else { return false }
+        switch address {
+        case .v4(let v4):
+            // 127.0.0.0/8, in network byte order.
+            return UInt32(bigEndian: v4.address.sin_addr.s_addr) >> 24 == 127
+        case .v6:
+            return address.ipAddress == "::1"
+        default:
+            return false
+        }
     }
 
     private static func normalize(_ origin: String) -> String {

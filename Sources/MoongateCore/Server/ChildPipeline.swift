@@ -97,6 +97,13 @@ struct ChildPipeline: Sendable {
         }
     }
 
+    private var originPolicy: OriginPolicy {
+        OriginPolicy(
+            allowed: self.configuration.allowedOrigins,
+            loopbackHost: OriginPolicy.isLoopbackBindHost(self.configuration.host)
+        )
+    }
+
     /// The role of the public listener: it serves metrics and the console only without an admin listener.
     private var role: HTTPRequestHandler.Role {
         .service(exposesOperations: self.configuration.adminPort == nil)
@@ -148,10 +155,17 @@ struct ChildPipeline: Sendable {
             handshake.value.refusal = .text(.tooManyRequests, "too many connections from \(remote)\n")
             return loop.makeSucceededFuture(nil)
         }
-        let policy = OriginPolicy(allowed: self.configuration.allowedOrigins)
-        guard policy.allows(origin: head.headers.first(name: "Origin"), host: head.headers.first(name: "Host"), endpointOrigins: binding.spec.origins)
+        let origin = head.headers.first(name: "Origin")
+        guard self.originPolicy.allows(origin: origin, host: head.headers.first(name: "Host"), endpointOrigins: binding.spec.origins)
         else {
-            handshake.value.refusal = .text(.forbidden, "origin not allowed\n")
+            self.services.originRefusals.refused(
+                origin: origin ?? "",
+                endpoint: route.slot.pattern.description,
+                script: binding.spec.where,
+                endpointOrigins: binding.spec.origins,
+                logger: self.logger
+            )
+            handshake.value.refusal = .text(.forbidden, "origin not allowed: \(origin ?? "") (see --allowed-origin)\n")
             return loop.makeSucceededFuture(nil)
         }
         guard binding.spec.authorize else {

@@ -47,6 +47,7 @@ public final class MoongateServer: Sendable {
             activity: self.activity,
             ioLoops: ioLoops,
             keepAlive: KeepAliveWheels(loops: ioLoops),
+            originRefusals: OriginRefusals(metrics: self.metrics),
             limits: configuration.limits,
             logger: logger
         )
