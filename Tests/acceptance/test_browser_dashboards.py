@@ -168,7 +168,7 @@ def test_a_page_from_another_local_port_listens_to_all_dashboards_for_a_minute(b
         exit_code = host.stop()
     assert exit_code == 0, host.log_text()
     # Shutdown says goodbye to every listener with 1001.
-    wait_until(browser, lambda d: all_feeds(d, lambda opened, messages, closes: closes >= 1), "every feed to be closed by the shutdown")
+    wait_until(browser, lambda d: all_feeds(d, lambda opened, messages, closes: closes >= 1), "close from the shutdown on every feed")
     assert {path: [c["code"] for c in feed["closes"]] for path, feed in feeds(browser).items()} == {path: [1001] for path in FEEDS}
 
 
@@ -177,7 +177,7 @@ def test_a_host_on_all_addresses_refuses_the_same_page_and_says_why(browser, pag
     try:
         mark = host.log_mark()
         browser.get(f"{pages_server}/dashboards.html?port={host.port}")
-        wait_until(browser, lambda d: all_feeds(d, lambda opened, messages, closes: closes >= 1), "every feed to be refused")
+        wait_until(browser, lambda d: all_feeds(d, lambda opened, messages, closes: closes >= 1), "refusal of every feed")
         for path, feed in feeds(browser).items():
             assert not feed["opened"] and feed["messages"] == [], path
             assert [c["code"] for c in feed["closes"]] == [1006], path
