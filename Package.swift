@@ -52,6 +52,13 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
+            // Real files for the editor and the linters, compiled into the binary: nothing to
+            // ship beside it.
+            resources: [
+                .embedInCode("Scripts/prelude.lua"),
+                .embedInCode("Console/console.html"),
+                .embedInCode("Console/moongate.js"),
+            ],
             swiftSettings: strictSettings
         ),
         .target(

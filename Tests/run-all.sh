@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test Moongate has: the Swift suites (unit and real-socket integration), the acceptance
+# Every test Moongate has: syntax checks of the Lua and JavaScript it ships, the Swift suites (unit and real-socket integration), the acceptance
 # tests driving the built binary with Python's `websockets` client and headless Chromium (Selenium),
 # and Autobahn's protocol cases against /echo (via kosoku). Ends with one line: "moongate: N passed, N failed".
 set -euo pipefail
@@ -12,6 +12,8 @@ python3 -m pip install --quiet --disable-pip-version-check websockets pytest kos
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
+bash Tests/check-assets.sh 2>&1 | tee "$logs/assets.log"
+
 swift build --build-tests
 swift test --skip-build --disable-swift-testing 2>&1 | tee "$logs/swift.log"
 
@@ -23,5 +25,6 @@ bash Tests/autobahn.sh 2>&1 | tee "$logs/autobahn.log"
 swift_passed=$(sed -n 's/.*Executed \([0-9]*\) tests, with 0 failures.*/\1/p' "$logs/swift.log" | tail -n 1)
 pytest_passed=$(sed -n 's/^\([0-9]*\) passed.*/\1/p' "$logs/pytest.log" | tail -n 1)
 autobahn_passed=$(sed -n 's/^\([0-9]*\) cases passed.*/\1/p' "$logs/autobahn.log" | tail -n 1)
-echo "swift: ${swift_passed:-0}, acceptance: ${pytest_passed:-0}, autobahn cases: ${autobahn_passed:-0}"
-echo "moongate: $(( ${swift_passed:-0} + ${pytest_passed:-0} + ${autobahn_passed:-0} )) passed, 0 failed"
+assets_passed=$(sed -n 's/^\([0-9]*\) assets passed.*/\1/p' "$logs/assets.log" | tail -n 1)
+echo "assets: ${assets_passed:-0}, swift: ${swift_passed:-0}, acceptance: ${pytest_passed:-0}, autobahn cases: ${autobahn_passed:-0}"
+echo "moongate: $(( ${assets_passed:-0} + ${swift_passed:-0} + ${pytest_passed:-0} + ${autobahn_passed:-0} )) passed, 0 failed"

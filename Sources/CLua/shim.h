@@ -16,6 +16,15 @@
 static const int MOONGATE_LUA_OK = LUA_OK;
 static const int MOONGATE_LUA_MULTRET = LUA_MULTRET;
 
+/// The chunk name of the host's Lua prelude (Sources/MoongateCore/Scripts/prelude.lua).
+#define MOONGATE_PRELUDE_CHUNK "moongate/prelude.lua"
+
+/// Whether a chunk is the host's own rather than a script file: the prelude, or a chunk named
+/// "=..." (the microbenchmarks' and the tests' inline code).
+static inline int moongate_is_host_chunk(const char *short_src) {
+    return short_src[0] == '=' || strcmp(short_src, MOONGATE_PRELUDE_CHUNK) == 0;
+}
+
 static inline int moongate_registryindex(void) { return LUA_REGISTRYINDEX; }
 static inline int moongate_upvalueindex(int i) { return lua_upvalueindex(i); }
 static inline void moongate_pop(lua_State *L, int n) { lua_pop(L, n); }
@@ -86,8 +95,8 @@ static inline int moongate_message_handler(lua_State *L) {
     lua_Debug ar;
     for (int level = 1; lua_getstack(L, level, &ar); level++) {
         lua_getinfo(L, "Sl", &ar);
-        // Blame script code, not the host's own chunks (named "=...").
-        if (ar.currentline > 0 && ar.short_src[0] != '=') {
+        // Blame script code, not the host's own chunks.
+        if (ar.currentline > 0 && !moongate_is_host_chunk(ar.short_src)) {
             lua_pushstring(L, ar.short_src);
             lua_setfield(L, -2, "source");
             lua_pushinteger(L, ar.currentline);

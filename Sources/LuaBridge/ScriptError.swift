@@ -47,9 +47,9 @@ public struct ScriptError: Error, Sendable, Equatable, CustomStringConvertible {
         traceback: String? = nil
     ) -> ScriptError {
         if let located = splitLocation(rawMessage) {
-            // A location inside the host's own chunks ("=moongate:43:") says nothing to a script
-            // author: blame the script frame instead, or at least the script.
-            if located.script.hasPrefix("=") {
+            // A location inside the host's own chunks ("moongate/prelude.lua:43:") says nothing
+            // to a script author: blame the script frame instead, or at least the script.
+            if HostChunk.contains(located.script) {
                 return ScriptError(
                     kind: kind,
                     script: blamedScript ?? fallbackScript,

@@ -123,6 +123,21 @@ final class ScriptErrorTests: XCTestCase {
         XCTAssertEqual(error.message, "boom")
     }
 
+    func testAnErrorInsideTheHostsPreludeBlamesTheScriptLineThatCalledIt() throws {
+        let lua = try LuaState(scriptName: "scripts/fallback.lua")
+        try lua.run("function check(x) if not x then error('x is required') end end", chunkName: HostChunk.prelude, results: 0)
+        let error = try XCTUnwrap(
+            expectScriptError { () throws(ScriptError) in
+                try lua.run("local y = 1\ncheck(nil)", chunkName: "scripts/t.lua", results: 0)
+            }
+        )
+        XCTAssertEqual(error.script, "scripts/t.lua")
+        XCTAssertEqual(error.line, 2)
+        XCTAssertEqual(error.message, "x is required")
+        // The traceback keeps the prelude's own name and real line numbers.
+        XCTAssertTrue(error.traceback?.contains("\(HostChunk.prelude):1:") ?? false, error.traceback ?? "no traceback")
+    }
+
     func testDescriptionWithoutLine() {
         let error = ScriptError(kind: .definition, script: "scripts/a.lua", line: nil, message: "declares no endpoint")
         XCTAssertEqual(error.description, "scripts/a.lua: declares no endpoint")

@@ -59,7 +59,7 @@ final class ScriptContext {
         self.specs = []
         self.lua.setContext(Unmanaged.passUnretained(self).toOpaque())
 
-        try self.lua.load(source: Array(Prelude.source.utf8), chunkName: Prelude.chunkName)
+        try self.lua.load(source: Prelude.source, chunkName: Prelude.chunkName)
         self.lua.withoutMemoryLimit {
             self.lua.newTable()
             HostFunctions.register(in: self.lua)

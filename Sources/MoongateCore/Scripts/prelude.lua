@@ -1,0 +1,422 @@
+local host, cjson, debug = ...
+local getinfo = debug.getinfo
+local type, pairs, ipairs, error, pcall, tostring, setmetatable, rawget, rawset, select, next =
+      type, pairs, ipairs, error, pcall, tostring, setmetatable, rawget, rawset, select, next
+local concat, sort = table.concat, table.sort
+local encode_json, decode_json = cjson.encode, cjson.decode
+
+local dispatch = {}
+local endpoints = {}      -- declaration order; the host addresses them by index
+local conns = {}          -- connection id -> conn object, created when a callback first needs it
+local timers = {}         -- timer id -> { fn, repeats, endpoint }
+local next_timer = 0
+local current             -- index of the endpoint whose callback is running
+local last_type
+
+local function encode(value, what, level)
+  local kind = type(value)
+  if kind == "string" then return value end
+  if kind == "table" then return encode_json(value) end
+  error((what or "message") .. " must be a table or a string, got " .. kind, level + 1)
+end
+
+local function location(level)
+  local info = getinfo(level + 1, "Sl")
+  if info == nil then return "?" end
+  return info.short_src .. ":" .. (info.currentline or 0)
+end
+
+-- Endpoint definitions -------------------------------------------------------------------------
+
+local FIELDS = {
+  path = "string", initial = "any", watch = "table", on = "table", on_text = "function",
+  on_binary = "function", on_open = "function", on_close = "function", keepalive = "table",
+  heartbeat = "table", max_message_size = "number", session = "table", authorize = "function",
+  origins = "table", history = "table",
+}
+
+local HISTORY_FIELDS = { size = true, max_bytes = true, max_age = true }
+
+local SESSION_FIELDS = {
+  param = "string", history = "number", max_bytes = "number", max_age = "number", retain = "number",
+  closes_on = "table", resume_wait = "number",
+}
+
+local function check(condition, message)
+  if not condition then error("endpoint: " .. message, 3) end
+end
+
+local function positive(value) return type(value) == "number" and value > 0 end
+
+function endpoint(def)
+  if type(def) ~= "table" then error("endpoint: expected a table, got " .. type(def), 2) end
+  for key, value in pairs(def) do
+    local expected = FIELDS[key]
+    check(expected ~= nil, "unknown field '" .. tostring(key) .. "'")
+    check(expected == "any" or type(value) == expected,
+          "field '" .. key .. "' must be a " .. expected .. ", got " .. type(value))
+  end
+  local path = def.path
+  check(type(path) == "string" and path:sub(1, 1) == "/", "'path' must be a string starting with '/'")
+  check(not path:find("[%?#%s]"), "'path' must not contain '?', '#' or spaces")
+  local initial = type(def.initial)
+  check(initial == "nil" or initial == "function" or initial == "table" or initial == "string",
+        "'initial' must be a function, a table or a string")
+  if def.watch then
+    check(positive(def.watch.every), "'watch.every' must be a number of seconds > 0")
+    check(type(def.watch.poll) == "function", "'watch.poll' must be a function")
+  end
+  if def.on then
+    for kind, handler in pairs(def.on) do
+      check(type(kind) == "string", "keys of 'on' must be message types (strings)")
+      check(type(handler) == "function", "'on." .. kind .. "' must be a function")
+    end
+  end
+  if def.keepalive then
+    local ping_every, timeout = def.keepalive.ping_every, def.keepalive.timeout
+    check(ping_every == nil or (type(ping_every) == "number" and ping_every >= 0),
+          "'keepalive.ping_every' must be a number of seconds >= 0 (0 disables pings)")
+    check(timeout == nil or positive(timeout), "'keepalive.timeout' must be a number of seconds > 0")
+  end
+  if def.heartbeat then
+    check(positive(def.heartbeat.every), "'heartbeat.every' must be a number of seconds > 0")
+    local message = type(def.heartbeat.message)
+    check(message == "nil" or message == "table" or message == "string" or message == "function",
+          "'heartbeat.message' must be a table, a string or a function")
+  end
+  if def.max_message_size then
+    check(def.max_message_size >= 1 and def.max_message_size % 1 == 0,
+          "'max_message_size' must be a whole number of bytes")
+  end
+  for _, origin in ipairs(def.origins or {}) do
+    check(type(origin) == "string", "'origins' must list origins such as \"https://example.com\" (or \"*\")")
+  end
+  if def.history then
+    check(def.session == nil, "'history' and 'session' do not mix: a session endpoint keeps its own history")
+    for key, value in pairs(def.history) do
+      check(HISTORY_FIELDS[key], "unknown field 'history." .. tostring(key) .. "'")
+      check(type(value) == "number" and value > 0, "'history." .. key .. "' must be a number > 0")
+    end
+  end
+  if def.session then
+    for key, value in pairs(def.session) do
+      local expected = SESSION_FIELDS[key]
+      check(expected ~= nil, "unknown field 'session." .. tostring(key) .. "'")
+      check(type(value) == expected, "field 'session." .. key .. "' must be a " .. expected)
+    end
+    local session = def.session
+    for _, key in ipairs({ "history", "max_bytes" }) do
+      check(session[key] == nil or (session[key] >= 1 and session[key] % 1 == 0),
+            "'session." .. key .. "' must be a whole number >= 1")
+    end
+    for _, key in ipairs({ "max_age", "retain", "resume_wait" }) do
+      check(session[key] == nil or session[key] >= 0, "'session." .. key .. "' must be a number of seconds >= 0")
+    end
+    for _, kind in ipairs(session.closes_on or {}) do
+      check(type(kind) == "string", "'session.closes_on' must list event types (strings)")
+    end
+  end
+  endpoints[#endpoints + 1] = { def = def, where = location(2) }
+  return def
+end
+
+function dispatch.describe()
+  local described = {}
+  for index, entry in ipairs(endpoints) do
+    local def = entry.def
+    local handlers = {}
+    for kind in pairs(def.on or {}) do handlers[#handlers + 1] = kind end
+    sort(handlers)
+    local keepalive = def.keepalive or {}
+    described[index] = {
+      path = def.path,
+      where = entry.where,
+      initial = def.initial ~= nil,
+      -- Opening runs no script code: no on_open, no watcher snapshot, and an initial payload
+      -- that is absent or a string (a table may change between clients, so it is encoded each time).
+      fixed_open = def.on_open == nil and def.watch == nil
+        and (def.initial == nil or type(def.initial) == "string"),
+      initial_text = type(def.initial) == "string" and def.initial or nil,
+      watch_every = def.watch and def.watch.every,
+      handlers = #handlers > 0 and concat(handlers, " ") or nil,
+      on_text = def.on_text ~= nil,
+      on_binary = def.on_binary ~= nil,
+      ping_every = keepalive.ping_every or 20,
+      ping_timeout = keepalive.timeout or 10,
+      heartbeat_every = def.heartbeat and def.heartbeat.every,
+      max_message_size = def.max_message_size,
+      session = def.session,
+      history = def.history and {
+        history = def.history.size or 100, max_bytes = def.history.max_bytes, max_age = def.history.max_age,
+        closes_on = {}, resume_wait = 0,
+      },
+      authorize = def.authorize ~= nil,
+      origins = def.origins and (#def.origins > 0 and def.origins or nil),
+      no_origins = def.origins ~= nil and #def.origins == 0 or nil,
+    }
+  end
+  if #described == 0 then return "[]" end
+  return encode_json(described)
+end
+
+-- Connections ----------------------------------------------------------------------------------
+
+local Conn = {}
+local LAZY = { params = true, query = true, headers = true, path = true, remote = true }
+local conn_meta = {
+  __index = function(self, key)
+    local method = Conn[key]
+    if method ~= nil then return method end
+    if LAZY[key] then
+      local value = host.conn_info(rawget(self, "id"), key)
+      rawset(self, key, value)
+      return value
+    end
+    return nil
+  end,
+  __tostring = function(self) return "conn#" .. tostring(rawget(self, "id")) end,
+}
+
+local function new_conn(id)
+  local auth_json = host.conn_info(id, "auth")
+  local auth = auth_json and decode_json(auth_json) or nil
+  return setmetatable({ id = id, data = { auth = auth }, user = auth }, conn_meta)
+end
+
+local function conn_of(id)
+  local conn = conns[id]
+  if conn == nil then
+    conn = new_conn(id)
+    conns[id] = conn
+  end
+  return conn
+end
+
+function Conn:send(message) host.send(rawget(self, "id"), encode(message, "conn:send message", 2), false) end
+function Conn:send_binary(data)
+  if type(data) ~= "string" then error("conn:send_binary expects a string, got " .. type(data), 2) end
+  host.send(rawget(self, "id"), data, true)
+end
+function Conn:close(code, reason) host.close(rawget(self, "id"), code or 1000, reason or "") end
+
+-- Dispatch: what the host calls ----------------------------------------------------------------
+
+local function ack(raw_id)
+  if raw_id == nil then return '{"type":"ack","received":true}' end
+  return '{"type":"ack","received":true,"id":' .. raw_id .. '}'
+end
+
+local function error_reply(text) return encode_json({ type = "error", error = text }) end
+
+local function reply_of(result)
+  local kind = type(result)
+  if kind == "table" then return encode_json(result) end
+  if kind == "string" then return result end
+  return nil
+end
+
+-- A table answering a message that has an id carries that id too (unless it sets its own), so a
+-- client can match replies to requests; the id is spliced in as the client wrote it.
+local function answer_of(result, raw_id)
+  if raw_id == nil or type(result) ~= "table" or result.id ~= nil then return reply_of(result) end
+  local text = encode_json(result)
+  if text == "{}" then return '{"id":' .. raw_id .. '}' end
+  if text:sub(1, 1) ~= "{" then return text end
+  return '{"id":' .. raw_id .. ',' .. text:sub(2)
+end
+
+-- authorize(req) returns true [, auth table] to let the client in, or false [, status [, reason]]
+-- (or status, reason) to refuse it with HTTP 401/403.
+function dispatch.authorize(index, path, params, query, headers, remote)
+  current = index
+  local request = { path = path, params = params, query = query, headers = headers, remote = remote }
+  local verdict, detail, reason = endpoints[index].def.authorize(request)
+  if verdict == true then
+    if type(detail) == "table" then return true, nil, nil, encode_json(detail) end
+    return true
+  end
+  if type(verdict) == "number" then return false, verdict, type(detail) == "string" and detail or nil end
+  if type(detail) == "string" then return false, nil, detail end
+  return false, type(detail) == "number" and detail or nil, type(reason) == "string" and reason or nil
+end
+
+function dispatch.open(index, id)
+  current = index
+  local def = endpoints[index].def
+  if def.on_open then def.on_open(conn_of(id)) end
+  local initial = def.initial
+  if type(initial) == "function" then initial = initial(conn_of(id)) end
+  return reply_of(initial)
+end
+
+function dispatch.text(index, id, text, raw_id)
+  current = index
+  last_type = nil
+  local def = endpoints[index].def
+  if def.on == nil and def.on_text ~= nil then
+    return reply_of(def.on_text(conn_of(id), text))
+  end
+  local ok, message = pcall(decode_json, text)
+  if not ok or type(message) ~= "table" or text:match("^%s*%[") then
+    if def.on_text then return reply_of(def.on_text(conn_of(id), text)) end
+    if not ok then return error_reply("invalid JSON: " .. tostring(message)) end
+    return error_reply("expected a JSON object with a \"type\" field")
+  end
+  local kind = message.type
+  local handlers = def.on
+  local handler = handlers and (handlers[kind] or handlers["*"])
+  -- raw_id is the id exactly as the client wrote it (the host scanned it), so a large integer
+  -- id is not rounded by a trip through a Lua number.
+  if handler == nil then return ack(raw_id) end
+  if type(kind) == "string" then last_type = kind end
+  local result = handler(conn_of(id), message, text)
+  if result == false then return nil end  -- handled, and deliberately unanswered
+  return answer_of(result, raw_id) or ack(raw_id)
+end
+
+-- The type of the message whose handler failed, for the log.
+function dispatch.failed_message() return last_type end
+
+function dispatch.binary(index, id, data)
+  current = index
+  local def = endpoints[index].def
+  if def.on_binary == nil then
+    return error_reply("this endpoint does not accept binary messages"), false
+  end
+  local result = def.on_binary(conn_of(id), data)
+  if type(result) == "string" then return result, true end
+  return reply_of(result), false
+end
+
+function dispatch.close(index, id, code)
+  local conn = conns[id]
+  conns[id] = nil
+  local entry = endpoints[index]
+  if entry and entry.def.on_close then
+    current = index
+    entry.def.on_close(conn or new_conn(id), code)
+  end
+end
+
+function dispatch.poll(index)
+  current = index
+  local result = endpoints[index].def.watch.poll()
+  if result == nil then return nil end
+  return encode(result, "watch.poll result", 1)
+end
+
+function dispatch.heartbeat(index)
+  current = index
+  local message = endpoints[index].def.heartbeat.message
+  if message == nil then return '{"type":"heartbeat"}' end
+  if type(message) == "function" then message = message() end
+  return encode(message, "heartbeat.message", 1)
+end
+
+function dispatch.timer(id)
+  local timer = timers[id]
+  if timer == nil then return end
+  if not timer.repeats then timers[id] = nil end
+  current = timer.endpoint
+  timer.fn()
+end
+
+-- Script-side functions ------------------------------------------------------------------------
+
+local function sole_endpoint()
+  if current ~= nil then return current end
+  if #endpoints == 1 then return 1 end
+  error("broadcast(msg) outside an endpoint callback needs exactly one endpoint in this file; "
+        .. "use publish(path, msg)", 3)
+end
+
+function broadcast(message)
+  local index = sole_endpoint()
+  host.broadcast(index, encode(message, "broadcast message", 2))
+end
+
+function publish(path, message)
+  if type(path) ~= "string" then error("publish expects a path, got " .. type(path), 2) end
+  return host.publish(path, encode(message, "publish message", 2))
+end
+
+local Timer = {}
+Timer.__index = Timer
+function Timer:cancel()
+  if timers[self.id] then
+    timers[self.id] = nil
+    host.cancel(self.id)
+  end
+end
+
+local function make_timer(seconds, fn, repeats, name)
+  if type(seconds) ~= "number" or seconds < 0 or (repeats and seconds == 0) then
+    error(name .. " expects a number of seconds" .. (repeats and " > 0" or " >= 0"), 3)
+  end
+  if type(fn) ~= "function" then error(name .. " expects a function", 3) end
+  next_timer = next_timer + 1
+  timers[next_timer] = { fn = fn, repeats = repeats, endpoint = current }
+  host.timer(next_timer, seconds, repeats)
+  return setmetatable({ id = next_timer }, Timer)
+end
+
+function every(seconds, fn) return make_timer(seconds, fn, true, "every") end
+function after(seconds, fn) return make_timer(seconds, fn, false, "after") end
+function now() return host.now() end
+
+function env(name, default)
+  local value = host.env(name)
+  if value == nil then return default end
+  return value
+end
+
+function emit(session, event)
+  if type(session) ~= "string" and type(session) ~= "number" then
+    error("emit expects a session id, got " .. type(session), 2)
+  end
+  if type(event) ~= "table" and type(event) ~= "string" then
+    error("emit expects an event table or JSON object text, got " .. type(event), 2)
+  end
+  return host.emit(tostring(session), encode(event, "event", 2), current)
+end
+
+function close_session(session) host.close_session(tostring(session)) end
+
+function session_status(session)
+  local status = host.session_status(tostring(session))
+  if status == nil then return nil end
+  return decode_json(status)
+end
+
+function read_file(path) return host.read_file(path) end
+function read_json(path) return decode_json(host.read_file(path)) end
+function file_mtime(path) return host.file_mtime(path) end
+
+json = { encode = encode_json, decode = decode_json, null = cjson.null }
+
+-- jwt.verify(token) -> claims, or nil and the reason (HS256, secret from $MOONGATE_JWT_SECRET).
+jwt = {
+  verify = function(token)
+    if type(token) ~= "string" then return nil, "no token" end
+    local claims, reason = host.jwt_verify(token)
+    if claims == nil then return nil, reason end
+    return decode_json(claims)
+  end,
+}
+
+local function log_at(level)
+  return function(...)
+    local parts = {}
+    for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+    host.log(level, concat(parts, " "), location(2))
+  end
+end
+log = { debug = log_at(0), info = log_at(1), warn = log_at(2), error = log_at(3) }
+print = log.info
+
+local raw_load = load
+function load(chunk, name, mode, environment)
+  return raw_load(chunk, name, "t", environment)  -- text only: bytecode can break the sandbox
+end
+
+return dispatch
