@@ -64,24 +64,10 @@ struct MessageRouting: Sendable {
     }
 
     static func error(_ text: String, id: String? = nil) -> ByteBuffer {
-        var reply = #"{"type":"error","error":"\#(Self.escape(text))""#
+        var reply = #"{"type":"error","error":\#(jsonString(text))"#
         if let id {
             reply += #","id":\#(id)"#
         }
         return ByteBuffer(string: reply + "}")
-    }
-
-    /// Escapes a host-written message for a JSON string (our messages are ASCII).
-    private static func escape(_ text: String) -> String {
-        var escaped = ""
-        for character in text.unicodeScalars {
-            switch character {
-            case "\"": escaped += "\\\""
-            case "\\": escaped += "\\\\"
-            case "\u{0}"..."\u{1F}": escaped += "?"
-            default: escaped.unicodeScalars.append(character)
-            }
-        }
-        return escaped
     }
 }

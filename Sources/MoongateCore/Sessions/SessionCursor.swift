@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 import NIOWebSocket
 
@@ -148,21 +147,4 @@ extension Connection {
             string: #"{"type":"reset","session":\#(jsonString(session.id)),"epoch":"\#(session.epoch)","seq":\#(status.lastSeq),"first_seq":\#(first)}"#
         )
     }
-}
-
-/// A Swift string as a JSON string literal.
-func jsonString(_ value: String) -> String {
-    var escaped = "\""
-    for scalar in value.unicodeScalars {
-        switch scalar {
-        case "\"": escaped += "\\\""
-        case "\\": escaped += "\\\\"
-        case "\n": escaped += "\\n"
-        case "\r": escaped += "\\r"
-        case "\t": escaped += "\\t"
-        case "\u{0}"..."\u{1F}": escaped += String(format: "\\u%04x", scalar.value)
-        default: escaped.unicodeScalars.append(scalar)
-        }
-    }
-    return escaped + "\""
 }
