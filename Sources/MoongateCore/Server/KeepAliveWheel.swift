@@ -23,13 +23,19 @@ final class KeepAliveWheel {
     /// The last tick whose slot has been processed.
     private var processedTick: Int64
     private var timer: RepeatedTask?
+    /// The clock; tests pass their own.
+    private let now: () -> NIODeadline
 
-    init(loop: any EventLoop) {
+    init(loop: any EventLoop, now: @escaping () -> NIODeadline = { .now() }) {
         self.loop = loop
+        self.now = now
         self.slots = Array(repeating: [:], count: Self.slotCount)
-        self.origin = .now()
+        self.origin = now()
         self.processedTick = 0
     }
+
+    /// Entries the slots have room for (what they hold plus what they keep allocated).
+    var storedCapacity: Int { self.slots.reduce(0) { $0 + $1.capacity } }
 
     /// Calls `participant.keepAliveDue` at the first tick at or after `deadline`, replacing
     /// whatever it asked for before.
@@ -37,7 +43,7 @@ final class KeepAliveWheel {
         self.unlink(participant)
         if self.timer == nil {
             // Empty until now: nothing is waiting in the ticks the wheel has not processed.
-            self.processedTick = self.tick(at: .now())
+            self.processedTick = self.tick(at: self.now())
             self.startTimer()
         }
         let dueTick = max(self.processedTick + 1, self.tick(at: deadline, roundingUp: true))
@@ -63,6 +69,10 @@ final class KeepAliveWheel {
     private func unlink(_ participant: any KeepAliveParticipant) {
         guard let slot = participant.keepAliveSlot else { return }
         self.slots[slot][ObjectIdentifier(participant)] = nil
+        if self.slots[slot].isEmpty {
+            // A dictionary keeps its storage when entries leave: give back what a crowd needed.
+            self.slots[slot] = [:]
+        }
         participant.keepAliveSlot = nil
         self.count -= 1
     }
@@ -70,7 +80,8 @@ final class KeepAliveWheel {
     private func startTimer() {
         let loopBound = NIOLoopBound(self, eventLoop: self.loop)
         self.timer = self.loop.scheduleRepeatedTask(initialDelay: Self.tick, delay: Self.tick) { _ in
-            loopBound.value.advance(to: .now())
+            let wheel = loopBound.value
+            wheel.advance(to: wheel.now())
         }
     }
 
@@ -83,11 +94,20 @@ final class KeepAliveWheel {
         var due: [any KeepAliveParticipant] = []
         for tick in first...nowTick {
             let slot = Int(tick % Int64(Self.slotCount))
-            for (key, entry) in self.slots[slot] where entry.dueTick <= nowTick {
-                self.slots[slot][key] = nil
-                entry.participant.keepAliveSlot = nil
-                self.count -= 1
-                due.append(entry.participant)
+            guard !self.slots[slot].isEmpty else { continue }
+            // Taken out of the wheel and rebuilt from the entries that wait for a later turn:
+            // removing from the slot while iterating it would copy its storage, and a dictionary
+            // never shrinks, so every slot would keep room for the most participants it ever held.
+            let waiting = self.slots[slot]
+            self.slots[slot] = [:]
+            for (key, entry) in waiting {
+                if entry.dueTick <= nowTick {
+                    entry.participant.keepAliveSlot = nil
+                    self.count -= 1
+                    due.append(entry.participant)
+                } else {
+                    self.slots[slot][key] = entry
+                }
             }
         }
         self.processedTick = nowTick
