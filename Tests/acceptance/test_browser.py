@@ -53,15 +53,24 @@ def browser():
     driver.quit()
 
 
+@contextlib.contextmanager
+def serve_directory(directory):
+    """`directory` over HTTP on its own 127.0.0.1 port; yields the base URL."""
+    handler = functools.partial(QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def page_server():
     """docs/ over HTTP on its own port: a page from another origin, as an app would serve it."""
-    handler = functools.partial(QuietHandler, directory=str(DOCS))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_directory(DOCS) as url:
+        yield url
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

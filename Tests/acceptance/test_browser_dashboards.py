@@ -7,14 +7,11 @@ across the 20 s keep-alive pings, and every data-file change reaches each of the
 poll. The same page is refused by a host listening on 0.0.0.0, and the host says why.
 """
 
-import functools
-import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from moongate_process import REPO, MoongateProcess
-from test_browser import QuietHandler, browser, console_errors, wait_until  # noqa: F401 (browser is a fixture)
+from test_browser import browser, console_errors, serve_directory, wait_until  # noqa: F401 (browser is a fixture)
 from test_metrics import scrape, value
 
 PAGES = Path(__file__).resolve().parent / "pages"
@@ -48,12 +45,8 @@ ROUNDS = (20.0, 40.0, 55.0)  # when every data file is rewritten
 @pytest.fixture
 def pages_server():
     """pages/ over HTTP on its own port: the dashboard's own web server, another origin."""
-    handler = functools.partial(QuietHandler, directory=str(PAGES))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_directory(PAGES) as url:
+        yield url
 
 
 def feeds(driver):

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 
 from moongate_process import REPO
 from session_support import STEP_TIMEOUT, Host, RawClient, recv_json
-from hostile_support import BINARY, CLOSE, close_payload, frame
+from hostile_support import CLOSE, close_payload, frame
 from test_metrics import scrape, value
 
 # A close answered later than this was not answered "at once": the client's own timeout is 10 s.
