@@ -38,7 +38,14 @@ enum ConsoleAccess: Equatable {
     }
 
     static func isLoopback(_ address: SocketAddress?) -> Bool {
-        guard let ip = address?.ipAddress else { return false }
+        address?.isLoopback ?? false
+    }
+}
+
+extension SocketAddress {
+    /// 127.0.0.0/8, `::1`, or 127.x mapped into IPv6.
+    var isLoopback: Bool {
+        guard let ip = self.ipAddress else { return false }
         return ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
     }
 }

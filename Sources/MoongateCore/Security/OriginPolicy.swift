@@ -43,37 +43,19 @@ struct OriginPolicy: Sendable {
     /// all of these to this machine only.
     static func isLoopbackOrigin(_ origin: String) -> Bool {
         guard let url = URL(string: origin), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
-            var host = url.host?.lowercased()
+            let host = url.host?.lowercased()
         else { return false }
-        if host.hasPrefix("["), host.hasSuffix("]") {
-            host = String(host.dropFirst().dropLast())
-        }
-        if host == "localhost" || host.hasSuffix(".localhost") {
-            return true
-        }
-        return Self.isLoopbackAddress(host)
+        return host.hasSuffix(".localhost") || Self.isLoopbackBindHost(host)
     }
 
-    /// Whether the host the server binds (`--host`) is a loopback address or `localhost`.
+    /// Whether a host name or address (`--host`, or an origin's host) is `localhost` or a
+    /// loopback address.
     static func isLoopbackBindHost(_ host: String) -> Bool {
         var host = host.lowercased()
         if host.hasPrefix("["), host.hasSuffix("]") {
             host = String(host.dropFirst().dropLast())
         }
-        return host == "localhost" || Self.isLoopbackAddress(host)
-    }
-
-    private static func isLoopbackAddress(_ text: String) -> Bool {
-        guard let address = try? SocketAddress(ipAddress: text, port: 0) else { return false }
-        switch address {
-        case .v4(let v4):
-            // 127.0.0.0/8, in network byte order.
-            return UInt32(bigEndian: v4.address.sin_addr.s_addr) >> 24 == 127
-        case .v6:
-            return address.ipAddress == "::1"
-        default:
-            return false
-        }
+        return host == "localhost" || ((try? SocketAddress(ipAddress: host, port: 0))?.isLoopback ?? false)
     }
 
     private static func normalize(_ origin: String) -> String {
