@@ -2,7 +2,8 @@ import NIOCore
 import NIOWebSocket
 
 /// The console page's live feed (`/console/live`): a snapshot on connect and one every second.
-/// Viewers only listen; pings are answered and a close is returned before the socket closes.
+/// Viewers only listen; pings are answered and a close is answered before the socket closes,
+/// through the same `OutboundGate` as an endpoint's clients.
 final class ConsoleFeedHandler: ChannelInboundHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
@@ -12,16 +13,22 @@ final class ConsoleFeedHandler: ChannelInboundHandler {
 
     private let services: HostServices
     private var timer: RepeatedTask?
+    private var outbound: OutboundGate?
 
     init(services: HostServices) {
         self.services = services
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        let loopBoundContext = context.loopBound
+        let outbound = OutboundGate(channel: context.channel, joining: false)
+        outbound.attach(frames: context)
+        self.outbound = outbound
         let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let channel = context.channel
         self.timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: Self.interval) { _ in
-            loopBoundSelf.value.sendSnapshot(context: loopBoundContext.value)
+            // A viewer that stops reading is skipped, not buffered for.
+            guard channel.isActive, channel.isWritable else { return }
+            loopBoundSelf.value.sendSnapshot()
         }
     }
 
@@ -29,35 +36,30 @@ final class ConsoleFeedHandler: ChannelInboundHandler {
         self.timer?.cancel()
     }
 
-    private func sendSnapshot(context: ChannelHandlerContext) {
-        guard context.channel.isActive else { return }
-        // A viewer that stops reading is skipped, not buffered for.
-        guard context.channel.isWritable else { return }
+    private func sendSnapshot() {
         let text = ConsoleSnapshot(services: self.services).json
-        context.writeAndFlush(self.wrapOutboundOut(.text(ByteBuffer(string: text))), promise: nil)
+        self.outbound?.write(.text(ByteBuffer(string: text)))
+        self.outbound?.flush()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = self.unwrapInboundIn(data)
         switch frame.opcode {
         case .ping:
-            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
-            context.writeAndFlush(self.wrapOutboundOut(pong), promise: nil)
+            self.outbound?.write(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
+            self.outbound?.flush()
         case .connectionClose:
             self.timer?.cancel()
-            var payload = frame.unmaskedData
-            var reply = context.channel.allocator.buffer(capacity: 2)
-            if let code = payload.readInteger(as: UInt16.self) {
-                reply.writeInteger(code)
-            }
-            let close = WebSocketFrame(fin: true, opcode: .connectionClose, data: reply)
-            let loopBoundContext = context.loopBound
-            context.writeAndFlush(self.wrapOutboundOut(close)).whenComplete { _ in
-                loopBoundContext.value.close(promise: nil)
-            }
+            self.outbound?.peerClosed(payload: frame.unmaskedData)
         default:
             break
         }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.timer?.cancel()
+        _ = self.outbound?.socketClosed()
+        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

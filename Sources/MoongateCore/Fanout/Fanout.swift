@@ -3,105 +3,93 @@ import NIOCore
 /// The clients of one endpoint, kept per I/O event loop so that a broadcast touches each loop
 /// once and every member set is only ever read or changed on its own loop, without locks.
 ///
-/// A member is *joining* until its initial payload is out (broadcasts wait for it), then *ready*
-/// until it starts closing or goes. Ready members' frame-encoder contexts sit in one contiguous
-/// array, so a broadcast walks only that array and does not visit each client's state.
+/// Members sit in dense arrays with their `OutboundGate`s, so a broadcast walks one array; each
+/// gate decides by its connection's state whether the frame is written, held (the client is
+/// still joining) or dropped (it is closing).
 final class Fanout: Sendable {
-    private let members: [ObjectIdentifier: NIOLoopBoundBox<LoopMembers>]
+    private let members: [ObjectIdentifier: NIOLoopBoundBox<Members>]
     let metrics: EndpointMetrics
 
     init(loops: [any EventLoop], metrics: EndpointMetrics) {
         self.metrics = metrics
-        var members: [ObjectIdentifier: NIOLoopBoundBox<LoopMembers>] = [:]
+        var members: [ObjectIdentifier: NIOLoopBoundBox<Members>] = [:]
         for loop in loops {
-            members[ObjectIdentifier(loop)] = .makeBoxSendingValue(LoopMembers(), eventLoop: loop)
+            members[ObjectIdentifier(loop)] = .makeBoxSendingValue(Members(), eventLoop: loop)
         }
         self.members = members
     }
 
-    /// A new client, joining. Must run on the connection's event loop.
+    /// A new client. Must run on the connection's event loop.
     func add(_ connection: Connection) {
-        self.box(for: connection.channel.eventLoop)?.value.joining[connection.id] = connection
+        let outbound = connection.onLoop.value.outbound
+        self.box(for: connection.channel.eventLoop)?.value.insert(connection, outbound: outbound)
     }
 
-    /// The client's initial payload is out: from now on broadcasts go straight to `writer`.
-    /// Must run on the connection's event loop.
-    func markReady(_ connection: Connection, writer: ChannelHandlerContext) {
-        self.box(for: connection.channel.eventLoop)?.withValue { members in
-            guard members.joining.removeValue(forKey: connection.id) != nil else { return }
-            members.ready.insert(connection, writer: writer)
-        }
-    }
-
-    /// The client is closing or gone. Must run on the connection's event loop.
+    /// The client is gone or no longer to be fed. Must run on the connection's event loop.
     func remove(_ connection: Connection) {
-        self.box(for: connection.channel.eventLoop)?.withValue { members in
-            members.joining[connection.id] = nil
-            members.ready.remove(connection.id)
-        }
+        self.box(for: connection.channel.eventLoop)?.value.remove(connection.id)
     }
 
-    /// Calls `ready` with each ready member on `loop` and its writer, then `joining` with each
-    /// joining member; must run on `loop`.
-    func forEachMember(
+    /// Offers `frame` (a complete serialised frame) to every member on `loop` whose path is
+    /// `pathFilter` (all without one); returns how many get it. With `flushEach` each write is
+    /// flushed at once; otherwise `touched` collects the gates that owe a flush. Must run on `loop`.
+    func deliver(
+        _ frame: ByteBuffer,
         on loop: any EventLoop,
-        ready: (Connection, ChannelHandlerContext) -> Void,
-        joining: (Connection) -> Void
-    ) {
-        guard let box = self.box(for: loop) else { return }
-        let members = box.value
-        for (connection, writer) in zip(members.ready.connections, members.ready.writers) {
-            ready(connection, writer)
-        }
-        members.joining.values.forEach(joining)
-    }
-
-    /// Writes and flushes `frame` (a complete serialised frame) to every ready member on `loop`
-    /// and passes each joining one to `hold`; returns how many members got or will get it.
-    /// Must run on `loop`.
-    func writeAndFlush(_ frame: ByteBuffer, on loop: any EventLoop, hold: (Connection) -> Void) -> Int {
+        pathFilter: String?,
+        flushEach: Bool,
+        touched: inout [OutboundGate]
+    ) -> Int {
         guard let box = self.box(for: loop) else { return 0 }
         let members = box.value
-        for writer in members.ready.writers {
-            writer.writeAndFlush(NIOAny(frame), promise: nil)
+        var deliveries = 0
+        if let pathFilter {
+            for (connection, outbound) in zip(members.connections, members.gates) where connection.path == pathFilter {
+                deliveries += Self.offer(frame, to: outbound, flushNow: flushEach, touched: &touched)
+            }
+        } else {
+            for outbound in members.gates {
+                deliveries += Self.offer(frame, to: outbound, flushNow: flushEach, touched: &touched)
+            }
         }
-        members.joining.values.forEach(hold)
-        return members.ready.writers.count + members.joining.count
+        return deliveries
     }
 
-    private func box(for loop: any EventLoop) -> NIOLoopBoundBox<LoopMembers>? {
+    private static func offer(_ frame: ByteBuffer, to outbound: OutboundGate, flushNow: Bool, touched: inout [OutboundGate]) -> Int {
+        if !flushNow, outbound.unflushedBytes == 0 {
+            touched.append(outbound)
+        }
+        return outbound.deliver(broadcast: frame, flushNow: flushNow) ? 1 : 0
+    }
+
+    private func box(for loop: any EventLoop) -> NIOLoopBoundBox<Members>? {
         self.members[ObjectIdentifier(loop)]
     }
 }
 
-/// One loop's members of a fan-out.
-private struct LoopMembers {
-    var joining: [UInt64: Connection] = [:]
-    var ready = ReadyMembers()
-}
-
-/// Ready members in dense arrays (removal swaps the last one in), with the position of each.
-private struct ReadyMembers {
-    private(set) var writers: [ChannelHandlerContext] = []
+/// One loop's members of a fan-out in dense arrays (removal swaps the last one in), with the
+/// position of each.
+private struct Members {
+    private(set) var gates: [OutboundGate] = []
     private(set) var connections: [Connection] = []
     private var positions: [UInt64: Int] = [:]
 
-    mutating func insert(_ connection: Connection, writer: ChannelHandlerContext) {
+    mutating func insert(_ connection: Connection, outbound: OutboundGate) {
         guard self.positions[connection.id] == nil else { return }
-        self.positions[connection.id] = self.writers.count
-        self.writers.append(writer)
+        self.positions[connection.id] = self.gates.count
+        self.gates.append(outbound)
         self.connections.append(connection)
     }
 
     mutating func remove(_ id: UInt64) {
         guard let position = self.positions.removeValue(forKey: id) else { return }
-        let last = self.writers.count - 1
+        let last = self.gates.count - 1
         if position != last {
-            self.writers[position] = self.writers[last]
+            self.gates[position] = self.gates[last]
             self.connections[position] = self.connections[last]
             self.positions[self.connections[position].id] = position
         }
-        self.writers.removeLast()
+        self.gates.removeLast()
         self.connections.removeLast()
     }
 }

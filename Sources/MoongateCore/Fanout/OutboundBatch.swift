@@ -13,11 +13,9 @@ struct OutboundBatch {
         /// `frame` holds a complete serialised frame, written as it is to every member.
         case broadcast(Fanout, frame: ByteBuffer, pathFilter: String?)
         case close(Connection, WebSocketErrorCode, reason: String)
-        /// The script finished a batch of this client's events (see `ConnectionLoopState.scriptWork`).
+        /// The script finished a batch of this client's events (see `ConnectionStateMachine.scriptWork`).
         case completed(Connection)
     }
-
-    static let flushThreshold = 64 << 10
 
     private var operations: [ObjectIdentifier: (loop: any EventLoop, operations: [Operation])] = [:]
     private let ioLoops: [any EventLoop]
@@ -81,50 +79,18 @@ struct OutboundBatch {
         }
     }
 
-    /// Most broadcasts a joining client may have waiting; a script that takes this long to compute
-    /// an initial payload is not keeping up, and the client is better off reconnecting.
-    static let earlyBroadcastLimit = 4096
-
-    private static func holdUntilJoined(_ frame: ByteBuffer, for connection: Connection) {
-        let held = connection.onLoop.withValue { state -> Bool in
-            guard state.earlyBroadcasts != nil, state.earlyBroadcasts!.count < Self.earlyBroadcastLimit else { return false }
-            state.earlyBroadcasts!.append(frame)
-            return true
-        }
-        if !held, connection.onLoop.value.earlyBroadcasts != nil {
-            connection.slot.fanout.remove(connection)
-            connection.close(code: .unknown(1013), reason: "the endpoint is not keeping up: try again later")
-        }
-    }
-
-    /// Carries out `operations` now; must run on `loop`.
+    /// Carries out `operations` now; must run on `loop`. Every write goes through the target's
+    /// `OutboundGate`; each gate written to is flushed once when the batch is done (a long burst
+    /// is flushed as it goes, see `OutboundGate.flushThreshold`).
     static func perform(_ operations: [Operation], on loop: any EventLoop) {
-        // Every connection written to, flushed once when the batch is done. A long burst is flushed
-        // as it goes, so a client that reads at full speed never sees more than `flushThreshold`
-        // queued in the host and is not mistaken for a slow consumer.
-        var touched: [Connection] = []
-        func wrote(_ bytes: Int, to connection: Connection) {
-            let flushNow = connection.onLoop.withValue { state -> Bool in
-                if state.unflushedBytes == 0 {
-                    touched.append(connection)
-                }
-                state.unflushedBytes += max(bytes, 1)
-                return state.unflushedBytes >= Self.flushThreshold
+        var touched: [OutboundGate] = []
+        func write(_ frame: WebSocketFrame, to connection: Connection, through outbound: OutboundGate) {
+            if outbound.unflushedBytes == 0 {
+                touched.append(outbound)
             }
-            if flushNow {
-                connection.flush()
+            if outbound.write(frame) {
+                connection.slot.metrics.sent(bytes: frame.length)
             }
-        }
-        func write(_ frame: WebSocketFrame, to connection: Connection) {
-            guard !connection.onLoop.value.isClosing else { return }
-            connection.channel.write(frame, promise: nil)
-            wrote(frame.length, to: connection)
-            connection.slot.metrics.sent(bytes: frame.length)
-        }
-        func write(serialized frame: ByteBuffer, to connection: Connection) {
-            guard let writer = connection.onLoop.value.openWriter else { return }
-            writer.write(NIOAny(frame), promise: nil)
-            wrote(frame.readableBytes, to: connection)
         }
         // Past this index nothing writes (only `.completed` bookkeeping follows).
         let lastWrite = operations.lastIndex { operation in
@@ -134,65 +100,42 @@ struct OutboundBatch {
         for (index, operation) in operations.enumerated() {
             switch operation {
             case .send(let connection, let frame):
-                write(frame, to: connection)
+                write(frame, to: connection, through: connection.onLoop.value.outbound)
             case .join(let connection, let initial):
-                connection.onLoop.value.scriptWork -= 1
-                guard connection.channel.isActive else { continue }
-                let history = connection.prepareHistoryJoin()
-                if let reset = history.reset {
-                    write(.text(reset), to: connection)
+                let outbound = connection.onLoop.value.outbound
+                var first: [WebSocketFrame] = []
+                if outbound.machine.isJoining {
+                    let history = connection.prepareHistoryJoin()
+                    if let reset = history.reset {
+                        first.append(.text(reset))
+                    }
+                    if let initial, !history.skipInitial {
+                        first.append(initial)
+                    }
                 }
-                if let initial, !history.skipInitial {
-                    write(initial, to: connection)
+                if outbound.unflushedBytes == 0 {
+                    touched.append(outbound)
                 }
-                for frame in connection.onLoop.value.earlyBroadcasts ?? [] {
-                    write(serialized: frame, to: connection)
+                if outbound.join(first: first) {
+                    connection.slot.metrics.sent(bytes: first.reduce(0) { $0 + $1.length })
+                    connection.updateSessionCursor()
                 }
-                connection.onLoop.value.earlyBroadcasts = nil
-                if let writer = connection.onLoop.value.openWriter {
-                    connection.slot.fanout.markReady(connection, writer: writer)
-                }
-                connection.updateSessionCursor { $0.joined = true }
             case .broadcast(let fanout, let frame, let pathFilter):
-                let deliveries: Int
-                if index == lastWrite, pathFilter == nil {
-                    // Nothing after this in the batch can join these writes: out they go now,
-                    // without visiting each recipient's state. A recipient this batch already
-                    // wrote to gets that flushed too, and its later flush finds nothing to do.
-                    deliveries = fanout.writeAndFlush(frame, on: loop) { Self.holdUntilJoined(frame, for: $0) }
-                } else {
-                    var count = 0
-                    fanout.forEachMember(
-                        on: loop,
-                        ready: { connection, writer in
-                            guard pathFilter == nil || connection.path == pathFilter else { return }
-                            writer.write(NIOAny(frame), promise: nil)
-                            wrote(frame.readableBytes, to: connection)
-                            count += 1
-                        },
-                        joining: { connection in
-                            guard pathFilter == nil || connection.path == pathFilter else { return }
-                            Self.holdUntilJoined(frame, for: connection)
-                            count += 1
-                        }
-                    )
-                    deliveries = count
-                }
+                // When nothing after this in the batch writes, each recipient is flushed as it is
+                // written: its later flush would find nothing else to send.
+                let deliveries = fanout.deliver(frame, on: loop, pathFilter: pathFilter, flushEach: index == lastWrite, touched: &touched)
                 if deliveries > 0 {
                     fanout.metrics.deliveries.increment(by: deliveries)
                     fanout.metrics.sent(messages: deliveries, bytes: deliveries * frame.readableBytes)
                 }
             case .close(let connection, let code, let reason):
-                if connection.onLoop.value.unflushedBytes > 0 {
-                    connection.flush()
-                }
-                connection.close(code: code, reason: reason)
+                connection.onLoop.value.outbound.close(CloseFrame(code: code, reason: reason))
             case .completed(let connection):
-                connection.onLoop.value.scriptWork -= 1
+                connection.onLoop.value.outbound.scriptFinished()
             }
         }
-        for connection in touched where connection.onLoop.value.unflushedBytes > 0 {
-            connection.flush()
+        for outbound in touched {
+            outbound.flushIfNeeded()
         }
     }
 }

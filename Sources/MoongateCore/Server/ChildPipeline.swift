@@ -218,7 +218,8 @@ struct ChildPipeline: Sendable {
         let outboundLimit = max(self.configuration.maxOutboundBuffer, 2 * (declaredLimit ?? 0))
         return channel.eventLoop.makeCompletedFuture {
             try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: outboundLimit / 2, high: outboundLimit))
-            connection.onLoop.value.preEncodedWriter = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+            let encoder = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+            connection.onLoop.value.outbound.attach(frames: nil, encoded: encoder)
             try channel.pipeline.syncOperations.addHandlers([
                 FrameValidator(maxMessageSize: limit),
                 WebSocketConnectionHandler(

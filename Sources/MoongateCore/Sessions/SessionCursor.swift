@@ -22,7 +22,6 @@ struct SessionCursor {
     let readySeq: UInt64
     var delivered: UInt64
     var resumePoint: ResumePoint?
-    var joined = false
     var delivering = false
     /// A chunk of a long replay is on its way; the next one follows when it has been written.
     var pumping = false
@@ -35,6 +34,9 @@ struct SessionCursor {
         self.delivered = readySeq
         self.resumePoint = resumePoint
     }
+
+    /// Nothing has said yet where to resume: a `resume` first message may.
+    var awaitsResumePoint: Bool { self.resumePoint == nil }
 }
 
 extension Connection {
@@ -46,8 +48,8 @@ extension Connection {
     /// it missed is all still held it needs no initial payload (it gets the missed events instead);
     /// if not, it gets a reset, then the current snapshot, then live events. Must run on its loop.
     func prepareHistoryJoin() -> (reset: ByteBuffer?, skipInitial: Bool) {
-        guard var cursor = self.onLoop.value.sessionCursor, cursor.liveOnly, cursor.requestedResume,
-            let point = cursor.resumePoint
+        let state = self.onLoop.value
+        guard var cursor = state.cursor, cursor.liveOnly, cursor.requestedResume, let point = cursor.resumePoint
         else { return (nil, false) }
         let status = cursor.session.status
         let firstHeld = status.firstSeq ?? (status.lastSeq + 1)
@@ -56,17 +58,18 @@ extension Connection {
             return (nil, true)
         }
         cursor.resumePoint = .init(lastSeq: cursor.readySeq, epoch: cursor.session.epoch)
-        self.onLoop.value.sessionCursor = cursor
+        state.cursor = cursor
         self.slot.metrics.resets.increment()
         return (Self.resetMessage(cursor.session), false)
     }
 
     /// Joined or resume point decided; begins delivery when both are. Must run on the client's loop.
-    func updateSessionCursor(_ update: (inout SessionCursor) -> Void) {
-        guard var cursor = self.onLoop.value.sessionCursor else { return }
+    func updateSessionCursor(_ update: (inout SessionCursor) -> Void = { _ in }) {
+        let state = self.onLoop.value
+        guard var cursor = state.cursor else { return }
         update(&cursor)
         var reset: ByteBuffer?
-        if !cursor.delivering, cursor.joined, let point = cursor.resumePoint {
+        if !cursor.delivering, !state.outbound.machine.isJoining, let point = cursor.resumePoint {
             cursor.delivering = true
             let otherEpoch = point.epoch.map { $0 != cursor.session.epoch } ?? false
             if point.lastSeq > 0 || point.epoch != nil {
@@ -84,10 +87,10 @@ extension Connection {
                 cursor.delivered = point.lastSeq
             }
         }
-        self.onLoop.value.sessionCursor = cursor
-        if let reset, !self.onLoop.value.isClosing {
-            self.channel.write(WebSocketFrame.text(reset), promise: nil)
-            self.flush()
+        state.cursor = cursor
+        if let reset {
+            state.outbound.write(.text(reset))
+            state.outbound.flush()
         }
         self.deliverSessionEvents()
     }
@@ -95,12 +98,12 @@ extension Connection {
     /// Writes the held events the client has not had yet, a chunk at a time. Must run on the
     /// client's loop; safe to call at any moment (it pulls, so extra calls deliver nothing twice).
     func deliverSessionEvents() {
-        guard var cursor = self.onLoop.value.sessionCursor, cursor.delivering, !cursor.pumping,
-            self.channel.isActive, !self.onLoop.value.isClosing
+        let state = self.onLoop.value
+        guard var cursor = state.cursor, cursor.delivering, !cursor.pumping, state.outbound.machine.mayWrite
         else { return }
         let pending = cursor.session.events(after: cursor.delivered, limit: 1024)
         if pending.gap {
-            self.channel.write(WebSocketFrame.text(Self.resetMessage(cursor.session)), promise: nil)
+            state.outbound.write(.text(Self.resetMessage(cursor.session)))
             self.slot.metrics.resets.increment()
         }
         guard !pending.events.isEmpty || pending.gap else { return }
@@ -118,19 +121,37 @@ extension Connection {
         cursor.delivered = chunk.last?.seq ?? pending.lastSeq
         let more = cursor.delivered < pending.lastSeq
         cursor.pumping = more
-        self.onLoop.value.sessionCursor = cursor
+        state.cursor = cursor
         self.slot.metrics.sent(messages: chunk.count, bytes: chunk.reduce(0) { $0 + $1.text.readableBytes })
         // With more held, the next chunk follows once this one has been written to the socket.
         let written = more ? self.channel.eventLoop.makePromise(of: Void.self) : nil
         for (offset, event) in chunk.enumerated() {
             let isLast = offset == chunk.count - 1
-            self.channel.write(WebSocketFrame.text(event.text), promise: isLast ? written : nil)
+            state.outbound.write(.text(event.text), promise: isLast ? written : nil)
         }
-        self.flush()
+        state.outbound.flush()
         written?.futureResult.whenComplete { _ in
-            self.onLoop.value.sessionCursor?.pumping = false
+            self.onLoop.value.cursor?.pumping = false
             self.deliverSessionEvents()
         }
+    }
+
+    /// A session client's first message: `{"type":"resume","last_seq":N,"epoch":E}` sets where
+    /// delivery resumes (and is not routed further); anything else means "everything held".
+    /// Returns whether it was a resume message. Must run on the client's loop.
+    func resumeFromFirstMessage(_ text: ByteBuffer) -> Bool {
+        let point: SessionCursor.ResumePoint? = text.withUnsafeReadableBytes { bytes in
+            guard case .object(let envelope) = JSONEnvelope.scan(bytes), envelope.type == .string("resume") else {
+                return nil
+            }
+            let lastSeq = envelope.lastSeq.flatMap { UInt64(String(decoding: bytes[$0], as: UTF8.self)) } ?? 0
+            let epoch = envelope.epoch.map { String(decoding: bytes[$0], as: UTF8.self).trimmingQuotes }
+            return SessionCursor.ResumePoint(lastSeq: lastSeq, epoch: epoch)
+        }
+        self.updateSessionCursor { cursor in
+            cursor.resumePoint = point ?? .init(lastSeq: 0, epoch: nil)
+        }
+        return point != nil
     }
 
     static func readyMessage(_ session: Session, seq: UInt64) -> ByteBuffer {

@@ -2,8 +2,8 @@ import NIOCore
 import NIOHTTP1
 import NIOWebSocket
 
-/// One upgraded WebSocket client. Immutable: what changes over its life lives in its channel
-/// handler (on its I/O loop) or in the script state (on the script's loop).
+/// One upgraded WebSocket client. Immutable: what changes over its life lives in its loop state
+/// (on its I/O loop) or in the script state (on the script's loop).
 final class Connection: Sendable {
     let id: UInt64
     let channel: any Channel
@@ -45,58 +45,36 @@ final class Connection: Sendable {
         self.auth = auth
         self.slot = slot
         self.session = session
-        self.onLoop = .makeBoxSendingValue(ConnectionLoopState(), eventLoop: channel.eventLoop)
+        self.onLoop = .makeBoxSendingValue(ConnectionLoopState(channel: channel), eventLoop: channel.eventLoop)
     }
 
-    /// Flushes from the socket side of the pipeline, past every handler; must run on the channel's loop.
-    func flush() {
-        let writer = self.onLoop.withValue { state in
-            state.unflushedBytes = 0
-            return state.preEncodedWriter
-        }
-        if let writer {
-            writer.flush()
-        } else {
-            self.channel.flush()
-        }
-    }
-
-    /// Starts the closing handshake; safe from any thread.
+    /// Starts the closing handshake after whatever is already queued for the client; safe from any thread.
     func close(code: WebSocketErrorCode, reason: String) {
-        self.channel.pipeline.fireUserInboundEventTriggered(CloseRequest(code: code, reason: reason))
+        let onLoop = self.onLoop
+        let frame = CloseFrame(code: code, reason: reason)
+        if self.channel.eventLoop.inEventLoop {
+            onLoop.value.outbound.close(frame)
+        } else {
+            self.channel.eventLoop.execute { onLoop.value.outbound.close(frame) }
+        }
     }
 }
 
-/// A connection's mutable state, confined to its I/O loop: one box, so one allocation and one
-/// loop check where a broadcast touches several fields.
-struct ConnectionLoopState {
-    /// Batches of this client's events (its connect included) handed to the script and not yet
-    /// finished. While any are, the I/O loop must not answer a message itself: its reply would
-    /// overtake theirs.
-    var scriptWork = 0
-    /// The frame encoder's context: what is written there goes straight to the socket side of the
-    /// encoder, so an already-serialised frame is not framed again. Nil once the client has gone.
-    var preEncodedWriter: ChannelHandlerContext?
-    /// Broadcasts that arrived while the client's initial payload was still being computed, sent
-    /// right after it; nil once the client has joined.
-    var earlyBroadcasts: [ByteBuffer]? = []
-    /// Set once a close frame has been sent: nothing may follow it on the wire (RFC 6455 5.5.1).
-    var isClosing = false
-    var sessionCursor: SessionCursor?
-    /// Bytes an outbound batch wrote here and has not flushed yet (see `OutboundBatch`).
-    var unflushedBytes = 0
+/// A connection's mutable state, confined to its I/O loop: one box, so one loop check where a
+/// broadcast or a session delivery touches several things.
+final class ConnectionLoopState {
+    /// Its way out, which owns its state machine.
+    let outbound: OutboundGate
+    /// Where it stands in its session or its endpoint's history, if it follows one.
+    var cursor: SessionCursor?
 
-    /// Where serialised frames go while the client is open; nil once it is closing.
-    var openWriter: ChannelHandlerContext? {
-        self.isClosing ? nil : self.preEncodedWriter
+    init(channel: any Channel) {
+        self.outbound = OutboundGate(channel: channel)
     }
 }
 
-/// Asks a connection's handler to send a close frame and finish the closing handshake.
-struct CloseRequest: Sendable {
-    var code: WebSocketErrorCode
-    var reason: String
-}
+@available(*, unavailable)
+extension ConnectionLoopState: Sendable {}
 
 /// A request's headers as one string of `name: value\r\n` lines, names lower-cased: one
 /// allocation per client instead of a string pair per header.
