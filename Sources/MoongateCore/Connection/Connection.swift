@@ -19,8 +19,9 @@ final class Connection: Sendable {
     /// JSON of what the endpoint's `authorize` hook returned for this client, if anything.
     let auth: String?
     let slot: EndpointSlot
-    /// The session this client watches, for endpoints that declare `session = { ... }`.
-    let session: Session?
+    /// The numbered log this client follows: the session it named, on an endpoint that declares
+    /// `session = { ... }`, or its endpoint's history (`history = { ... }`).
+    let follows: FollowedLog?
     /// What changes over the client's life on its I/O loop.
     let onLoop: NIOLoopBoundBox<ConnectionLoopState>
 
@@ -32,7 +33,7 @@ final class Connection: Sendable {
         query: [String: String],
         headers: HTTPHeaders,
         slot: EndpointSlot,
-        session: Session? = nil,
+        follows: FollowedLog? = nil,
         auth: String? = nil
     ) {
         self.id = id
@@ -44,7 +45,7 @@ final class Connection: Sendable {
         self.remoteAddress = channel.remoteAddress?.ipAddress
         self.auth = auth
         self.slot = slot
-        self.session = session
+        self.follows = follows
         self.onLoop = .makeBoxSendingValue(ConnectionLoopState(channel: channel), eventLoop: channel.eventLoop)
     }
 
@@ -56,6 +57,20 @@ final class Connection: Sendable {
             onLoop.value.outbound.close(frame)
         } else {
             self.channel.eventLoop.execute { onLoop.value.outbound.close(frame) }
+        }
+    }
+}
+
+/// What a connection follows. Both are a `Session` underneath (an endpoint's history is one
+/// shared by its clients), but they start differently: a session client gets every event it has
+/// not had, a history client the current snapshot and what happens from then on.
+enum FollowedLog: Sendable {
+    case session(Session)
+    case endpointHistory(Session)
+
+    var log: Session {
+        switch self {
+        case .session(let session), .endpointHistory(let session): session
         }
     }
 }

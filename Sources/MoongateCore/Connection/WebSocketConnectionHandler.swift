@@ -59,8 +59,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         // In the fan-out from the first moment, so no broadcast is missed; those that come before
         // the initial payload wait for it (the state machine holds them while joining).
         self.connection.slot.fanout.add(self.connection)
-        if let session = self.connection.session {
-            self.attach(to: session, context: context)
+        if let follows = self.connection.follows {
+            self.attach(to: follows, context: context)
         }
         self.outbound.scriptStarted()
         if binding.spec.fixedOpen {
@@ -76,7 +76,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         let code = self.outbound.socketClosed()
         self.stopKeepAlive()
         self.connection.slot.fanout.remove(self.connection)
-        self.connection.session?.unsubscribe(self.connection)
+        self.connection.follows?.log.unsubscribe(self.connection)
         // Queue on_close before leaving the registry: shutdown waits for the registry to empty
         // and then retires the scripts, which runs what was queued first.
         self.connection.slot.binding?.runtime.disconnect(self.connection, code: code)
@@ -217,7 +217,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
 
     /// Sends `ready`, then waits (up to `resume_wait`) for where to resume: `last_seq` in the URL
     /// decides at once; otherwise a `resume` first message, or else every event still held.
-    private func attach(to session: Session, context: ChannelHandlerContext) {
+    private func attach(to follows: FollowedLog, context: ChannelHandlerContext) {
+        let session = follows.log
         session.subscribe(self.connection)
         let readySeq = session.lastSeq
         self.outbound.write(.text(Connection.readyMessage(session, seq: readySeq)))
@@ -228,7 +229,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
         }
         // An endpoint history (not a session): without last_seq the client wants what happens
         // from now on; its initial payload is the state.
-        let liveOnly = self.connection.slot.binding?.spec.session == nil
+        let liveOnly: Bool
+        if case .endpointHistory = follows { liveOnly = true } else { liveOnly = false }
         self.state.cursor = SessionCursor(
             session: session,
             readySeq: readySeq,

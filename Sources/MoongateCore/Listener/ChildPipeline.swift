@@ -21,6 +21,9 @@ struct ChildPipeline: Sendable {
         var refusal: HTTPReply?
         var auth: String?
         var timeout: Scheduled<Void>?
+        /// The endpoint as the gate read it, once: the upgrade serves that same definition even
+        /// if a reload swaps the binding in between.
+        var admitted: (route: (slot: EndpointSlot, params: [String: String]), binding: EndpointBinding)?
     }
 
     private var endpoints: EndpointTable { self.services.endpoints }
@@ -52,7 +55,8 @@ struct ChildPipeline: Sendable {
                 if RequestTarget(uri: head.uri).path == ConsoleFeedHandler.path {
                     return self.startConsoleFeed(channel)
                 }
-                return self.upgrade(channel, head: head, auth: handshake.value.auth)
+                guard let admitted = handshake.value.admitted else { return channel.close() }
+                return self.upgrade(channel, head: head, route: admitted.route, binding: admitted.binding, auth: handshake.value.auth)
             }
         )
         try self.addHTTP(to: channel, upgrader: upgrader, handler: self.httpHandler(role: role, channel: channel) { handshake.value.refusal })
@@ -145,7 +149,7 @@ struct ChildPipeline: Sendable {
         let target = RequestTarget(uri: head.uri)
         guard head.method == .GET, Self.hasValidKey(head.headers), let route = self.endpoints.route(target.path),
             let binding = route.slot.binding,
-            binding.spec.session == nil || Self.sessionID(route: route, target: target) != nil,
+            binding.spec.session == nil || Self.sessionID(spec: binding.spec, params: route.params, target: target) != nil,
             self.connections.count < self.configuration.maxConnections
         else {
             return loop.makeSucceededFuture(nil)
@@ -168,6 +172,7 @@ struct ChildPipeline: Sendable {
             handshake.value.refusal = .text(.forbidden, "origin not allowed: \(origin ?? "") (see --allowed-origin)\n")
             return loop.makeSucceededFuture(nil)
         }
+        handshake.value.admitted = (route, binding)
         guard binding.spec.authorize else {
             return loop.makeSucceededFuture(HTTPHeaders())
         }
@@ -194,11 +199,14 @@ struct ChildPipeline: Sendable {
         }
     }
 
-    private func upgrade(_ channel: any Channel, head: HTTPRequestHead, auth: String?) -> EventLoopFuture<Void> {
+    private func upgrade(
+        _ channel: any Channel,
+        head: HTTPRequestHead,
+        route: (slot: EndpointSlot, params: [String: String]),
+        binding: EndpointBinding,
+        auth: String?
+    ) -> EventLoopFuture<Void> {
         let target = RequestTarget(uri: head.uri)
-        guard let route = self.endpoints.route(target.path) else {
-            return channel.close()
-        }
         let connection = Connection(
             id: self.connections.makeID(),
             channel: channel,
@@ -207,12 +215,10 @@ struct ChildPipeline: Sendable {
             query: target.query,
             headers: head.headers,
             slot: route.slot,
-            session: route.slot.binding?.spec.session.flatMap { settings in
-                Self.sessionID(route: route, target: target).map { self.sessions.session($0, creatingWith: settings) }
-            } ?? route.slot.history,
+            follows: self.followedLog(binding: binding, route: route, target: target),
             auth: auth
         )
-        let declaredLimit = route.slot.binding?.spec.maxMessageSize
+        let declaredLimit = binding.spec.maxMessageSize
         let limit = declaredLimit ?? self.configuration.maxMessageSize
         // An endpoint that declares large messages may send large ones too (echo does).
         let outboundLimit = max(self.configuration.maxOutboundBuffer, 2 * (declaredLimit ?? 0))
@@ -234,6 +240,18 @@ struct ChildPipeline: Sendable {
         }
     }
 
+    /// The session the client named, else its endpoint's history, if the endpoint keeps one.
+    private func followedLog(
+        binding: EndpointBinding,
+        route: (slot: EndpointSlot, params: [String: String]),
+        target: RequestTarget
+    ) -> FollowedLog? {
+        if let settings = binding.spec.session, let id = Self.sessionID(spec: binding.spec, params: route.params, target: target) {
+            return .session(self.sessions.session(id, creatingWith: settings))
+        }
+        return route.slot.history.map(FollowedLog.endpointHistory)
+    }
+
     /// RFC 6455: the key is 16 random bytes in base64; NIO's upgrader only checks it is there.
     static func hasValidKey(_ headers: HTTPHeaders) -> Bool {
         guard let key = headers.first(name: "Sec-WebSocket-Key") else { return false }
@@ -241,9 +259,9 @@ struct ChildPipeline: Sendable {
     }
 
     /// The session a client of a session endpoint asks for: the path parameter, else the query's.
-    static func sessionID(route: (slot: EndpointSlot, params: [String: String]), target: RequestTarget) -> String? {
-        guard let param = route.slot.binding?.spec.session?.param else { return nil }
-        let id = route.params[param] ?? target.query[param]
+    static func sessionID(spec: EndpointSpec, params: [String: String], target: RequestTarget) -> String? {
+        guard let param = spec.session?.param else { return nil }
+        let id = params[param] ?? target.query[param]
         return id?.isEmpty == false ? id : nil
     }
 }

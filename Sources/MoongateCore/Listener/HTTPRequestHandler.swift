@@ -124,8 +124,8 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             if let refusal = self.refusal() {
                 return refusal
             }
-            if let param = route.slot.binding?.spec.session?.param,
-                ChildPipeline.sessionID(route: route, target: target) == nil
+            if let spec = route.slot.binding?.spec, let param = spec.session?.param,
+                ChildPipeline.sessionID(spec: spec, params: route.params, target: target) == nil
             {
                 return .text(.badRequest, "this endpoint streams a session: name it with the path or query parameter '\(param)'\n")
             }
