@@ -77,11 +77,20 @@ final class Session: Sendable {
     }
 
     struct Appended {
-        /// Lets each subscriber's loop pull the new event.
+        /// Lets each subscriber pull the new event: one hop per I/O loop, as an outbound batch makes.
         func wakeSubscribers() {
+            if self.subscribers.count == 1, let only = self.subscribers.first {
+                only.channel.eventLoop.execute { only.deliverSessionEvents() }
+                return
+            }
+            var byLoop: [ObjectIdentifier: (loop: any EventLoop, subscribers: [Connection])] = [:]
             for subscriber in self.subscribers {
-                subscriber.channel.eventLoop.execute {
-                    subscriber.deliverSessionEvents()
+                let loop = subscriber.channel.eventLoop
+                byLoop[ObjectIdentifier(loop), default: (loop, [])].subscribers.append(subscriber)
+            }
+            for (loop, subscribers) in byLoop.values {
+                loop.execute {
+                    subscribers.forEach { $0.deliverSessionEvents() }
                 }
             }
         }
