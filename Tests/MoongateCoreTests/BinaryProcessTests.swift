@@ -126,7 +126,7 @@ final class BinaryProcessTests: XCTestCase {
         let server = try self.launch(["serve", directory.path, "--port", "0"])
         let status = try await server.waitForExit(timeout: 15)
         XCTAssertEqual(status, 1)
-        XCTAssertTrue(server.stderr.contains("scripts/bad.lua:1: endpoint: 'on.x' must be a function"), server.stderr)
+        XCTAssertTrue(server.stderr.contains("scripts/bad.lua:3: endpoint: 'on.x' must be a function"), server.stderr)
         XCTAssertFalse(server.stderr.contains("listening on"))
     }
 

@@ -90,7 +90,7 @@ final class CheckScriptsTests: XCTestCase {
         XCTAssertTrue(error.message.contains("expected"), error.message)
     }
 
-    func testInvalidEndpointDefinitionIsReportedAtTheEndpointCall() async throws {
+    func testInvalidEndpointDefinitionIsReportedAtTheOffendingField() async throws {
         let errors = try await self.errors([
             "bad.lua": """
             local unrelated = 1
@@ -102,7 +102,49 @@ final class CheckScriptsTests: XCTestCase {
             """,
         ])
         let error = try XCTUnwrap(errors.first)
-        XCTAssertEqual(error.description, "scripts/bad.lua:3: endpoint: 'on.x' must be a function")
+        XCTAssertEqual(error.description, "scripts/bad.lua:5: endpoint: 'on.x' must be a function")
+        XCTAssertEqual(error.kind, .definition)
+    }
+
+    func testAFieldWrittenAnotherWayIsReportedAtTheEndpointCall() async throws {
+        let errors = try await self.errors([
+            "bad.lua": """
+            local handlers = { x = 1 }
+            endpoint {
+              path = "/bad",
+              ["on"] = handlers,
+            }
+            """,
+        ])
+        XCTAssertEqual(errors.first?.description, "scripts/bad.lua:2: endpoint: 'on.x' must be a function")
+    }
+
+    func testATailCalledDefinitionStillNamesItsLines() async throws {
+        // `return endpoint { ... }` leaves no frame for Lua to name; the source still does.
+        let errors = try await self.errors([
+            "tail.lua": "local x = 1\nreturn endpoint {\n  path = \"/t\",\n  on_txt = function() end,\n}\n",
+            "pair.lua": "endpoint { path = \"/a\" }\nreturn endpoint { path = \"/b\", keepalive = { timeout = 0 } }\n",
+        ])
+        XCTAssertEqual(
+            errors.map(\.description).sorted(),
+            [
+                "scripts/pair.lua:2: endpoint: 'keepalive.timeout' must be a number of seconds > 0",
+                "scripts/tail.lua:4: endpoint: unknown field 'on_txt'",
+            ]
+        )
+    }
+
+    func testTheSecondOfTwoDefinitionsIsNamedAtItsOwnField() async throws {
+        let errors = try await self.errors([
+            "two.lua": """
+            endpoint { path = "/a", keepalive = { timeout = 1 } }
+            endpoint {
+              path = "/b",
+              keepalive = { timeout = -1 },
+            }
+            """,
+        ])
+        XCTAssertEqual(errors.first?.description, "scripts/two.lua:4: endpoint: 'keepalive.timeout' must be a number of seconds > 0")
     }
 
     func testOtherInvalidDefinitionsNameTheProblem() async throws {
@@ -118,6 +160,49 @@ final class CheckScriptsTests: XCTestCase {
             let errors = try await self.errors(["e.lua": source])
             XCTAssertEqual(errors.first?.description, "scripts/e.lua:1: endpoint: \(message)", source)
         }
+    }
+
+    func testDefinitionsAreReadWithTheSchemasDefaults() async throws {
+        let result = try await self.check([
+            "a.lua": """
+            endpoint { path = "/plain" }
+            endpoint {
+              path = "/full",
+              initial = "hello",
+              on = { zeta = function() end, alpha = function() end },
+              keepalive = { ping_every = 0 },
+              origins = {},
+              history = { size = 7 },
+            }
+            endpoint {
+              path = "/s/:id",
+              session = { param = "id", closes_on = {}, history = 3 },
+              origins = { "https://a.example" },
+              authorize = function() return true end,
+            }
+            """,
+        ])
+        guard case .success(let specs) = result else { return XCTFail("\(result)") }
+        let plain = try XCTUnwrap(specs.first { $0.path == "/plain" })
+        XCTAssertEqual(plain.pingEvery, 20)
+        XCTAssertEqual(plain.pingTimeout, 10)
+        XCTAssertNil(plain.origins, "no list: the host's --allowed-origin decides")
+        XCTAssertTrue(plain.fixedOpen)
+        XCTAssertEqual(plain.handlerTypes, [])
+        let full = try XCTUnwrap(specs.first { $0.path == "/full" })
+        XCTAssertEqual(full.initialText, "hello")
+        XCTAssertEqual(full.handlerTypes, ["alpha", "zeta"])
+        XCTAssertEqual(full.pingEvery, 0)
+        XCTAssertEqual(full.origins, [], "an empty list is kept apart from no list")
+        XCTAssertEqual(full.history?.history, 7)
+        XCTAssertEqual(full.history?.closesOn, [])
+        let session = try XCTUnwrap(specs.first { $0.path == "/s/:id" }?.session)
+        XCTAssertEqual(session.param, "id")
+        XCTAssertEqual(session.history, 3)
+        XCTAssertEqual(session.closesOn, [], "an empty closes_on closes on nothing")
+        XCTAssertEqual(session.resumeWait, SessionSettings().resumeWait)
+        XCTAssertEqual(specs.first { $0.path == "/s/:id" }?.authorize, true)
+        XCTAssertEqual(specs.first { $0.path == "/s/:id" }?.origins, ["https://a.example"])
     }
 
     func testDuplicatePathAcrossFilesIsReported() async throws {

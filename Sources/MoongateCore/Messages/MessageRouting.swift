@@ -13,7 +13,7 @@ struct MessageRouting: Sendable {
         self.hasCatchAll = types.remove("*") != nil
         self.handlerTypes = types
         self.hasOnText = spec.onText
-        self.isRawText = spec.onText && spec.handlers == nil
+        self.isRawText = spec.onText && spec.handlerTypes.isEmpty
     }
 
     enum Decision {

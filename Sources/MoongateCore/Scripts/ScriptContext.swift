@@ -77,25 +77,39 @@ final class ScriptContext {
         self.specs = try self.describe()
     }
 
+    /// The line of a `file:line` location as the prelude records it (`?` when there is none).
+    private static func line(ofLocation location: String) -> Int? {
+        location.split(separator: ":").last.flatMap { Int($0) }
+    }
+
     static func current(_ state: OpaquePointer) -> ScriptContext {
         Unmanaged<ScriptContext>.fromOpaque(LuaState.context(of: state)!).takeUnretainedValue()
     }
 
+    /// Reads every `endpoint { ... }` the script declared, straight from its state.
     private func describe() throws(ScriptError) -> [EndpointSpec] {
         try self.call(.describe, results: 1) { _ in 0 }
         defer { self.lua.pop() }
-        let data = Data(self.lua.string(at: -1)?.utf8 ?? "[]".utf8)
-        var specs: [EndpointSpec]
-        do {
-            specs = try JSONDecoder().decode([EndpointSpec].self, from: data)
-        } catch {
-            throw ScriptError(kind: .definition, script: self.file.displayName, line: nil, message: "\(error)")
-        }
-        // `return endpoint { ... }` is a tail call, which leaves no frame to name a line.
-        specs = specs.map { spec in
-            var spec = spec
-            if spec.where == "?" { spec.where = self.file.displayName }
-            return spec
+        let source = DefinitionSource(self.file.source)
+        var specs: [EndpointSpec] = []
+        for ordinal in stride(from: 1, through: self.lua.rawLength(at: -1), by: 1) {
+            let spec = self.lua.withElement(ordinal, ofTableAt: -1) { () -> Result<EndpointSpec, ScriptError> in
+                // `return endpoint { ... }` is a tail call, which leaves no frame to name a line.
+                let reported = self.lua.stringField("where", ofTableAt: -1).flatMap(Self.line(ofLocation:))
+                let line = reported ?? source.callLine(ordinal: ordinal)
+                let location = line.map { "\(self.file.displayName):\($0)" } ?? self.file.displayName
+                self.lua.pushField("def", ofTableAt: -1)
+                defer { self.lua.pop() }
+                do throws(EndpointSchema.Violation) {
+                    return .success(try EndpointSchema.read(self.lua, definitionAt: -1, where: location))
+                } catch {
+                    let fieldLine = line.flatMap { source.fieldLine(error.field, from: $0) }
+                    return .failure(
+                        ScriptError(kind: .definition, script: self.file.displayName, line: fieldLine ?? line, message: "endpoint: \(error.message)")
+                    )
+                }
+            }
+            specs.append(try spec.get())
         }
         if specs.isEmpty {
             throw ScriptError(

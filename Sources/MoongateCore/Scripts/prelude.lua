@@ -28,135 +28,16 @@ end
 
 -- Endpoint definitions -------------------------------------------------------------------------
 
-local FIELDS = {
-  path = "string", initial = "any", watch = "table", on = "table", on_text = "function",
-  on_binary = "function", on_open = "function", on_close = "function", keepalive = "table",
-  heartbeat = "table", max_message_size = "number", session = "table", authorize = "function",
-  origins = "table", history = "table",
-}
-
-local HISTORY_FIELDS = { size = true, max_bytes = true, max_age = true }
-
-local SESSION_FIELDS = {
-  param = "string", history = "number", max_bytes = "number", max_age = "number", retain = "number",
-  closes_on = "table", resume_wait = "number",
-}
-
-local function check(condition, message)
-  if not condition then error("endpoint: " .. message, 3) end
-end
-
-local function positive(value) return type(value) == "number" and value > 0 end
-
+-- The fields, defaults and checks of a definition live in the host (EndpointSchema.swift), which
+-- reads each recorded table once the script has run.
 function endpoint(def)
   if type(def) ~= "table" then error("endpoint: expected a table, got " .. type(def), 2) end
-  for key, value in pairs(def) do
-    local expected = FIELDS[key]
-    check(expected ~= nil, "unknown field '" .. tostring(key) .. "'")
-    check(expected == "any" or type(value) == expected,
-          "field '" .. key .. "' must be a " .. expected .. ", got " .. type(value))
-  end
-  local path = def.path
-  check(type(path) == "string" and path:sub(1, 1) == "/", "'path' must be a string starting with '/'")
-  check(not path:find("[%?#%s]"), "'path' must not contain '?', '#' or spaces")
-  local initial = type(def.initial)
-  check(initial == "nil" or initial == "function" or initial == "table" or initial == "string",
-        "'initial' must be a function, a table or a string")
-  if def.watch then
-    check(positive(def.watch.every), "'watch.every' must be a number of seconds > 0")
-    check(type(def.watch.poll) == "function", "'watch.poll' must be a function")
-  end
-  if def.on then
-    for kind, handler in pairs(def.on) do
-      check(type(kind) == "string", "keys of 'on' must be message types (strings)")
-      check(type(handler) == "function", "'on." .. kind .. "' must be a function")
-    end
-  end
-  if def.keepalive then
-    local ping_every, timeout = def.keepalive.ping_every, def.keepalive.timeout
-    check(ping_every == nil or (type(ping_every) == "number" and ping_every >= 0),
-          "'keepalive.ping_every' must be a number of seconds >= 0 (0 disables pings)")
-    check(timeout == nil or positive(timeout), "'keepalive.timeout' must be a number of seconds > 0")
-  end
-  if def.heartbeat then
-    check(positive(def.heartbeat.every), "'heartbeat.every' must be a number of seconds > 0")
-    local message = type(def.heartbeat.message)
-    check(message == "nil" or message == "table" or message == "string" or message == "function",
-          "'heartbeat.message' must be a table, a string or a function")
-  end
-  if def.max_message_size then
-    check(def.max_message_size >= 1 and def.max_message_size % 1 == 0,
-          "'max_message_size' must be a whole number of bytes")
-  end
-  for _, origin in ipairs(def.origins or {}) do
-    check(type(origin) == "string", "'origins' must list origins such as \"https://example.com\" (or \"*\")")
-  end
-  if def.history then
-    check(def.session == nil, "'history' and 'session' do not mix: a session endpoint keeps its own history")
-    for key, value in pairs(def.history) do
-      check(HISTORY_FIELDS[key], "unknown field 'history." .. tostring(key) .. "'")
-      check(type(value) == "number" and value > 0, "'history." .. key .. "' must be a number > 0")
-    end
-  end
-  if def.session then
-    for key, value in pairs(def.session) do
-      local expected = SESSION_FIELDS[key]
-      check(expected ~= nil, "unknown field 'session." .. tostring(key) .. "'")
-      check(type(value) == expected, "field 'session." .. key .. "' must be a " .. expected)
-    end
-    local session = def.session
-    for _, key in ipairs({ "history", "max_bytes" }) do
-      check(session[key] == nil or (session[key] >= 1 and session[key] % 1 == 0),
-            "'session." .. key .. "' must be a whole number >= 1")
-    end
-    for _, key in ipairs({ "max_age", "retain", "resume_wait" }) do
-      check(session[key] == nil or session[key] >= 0, "'session." .. key .. "' must be a number of seconds >= 0")
-    end
-    for _, kind in ipairs(session.closes_on or {}) do
-      check(type(kind) == "string", "'session.closes_on' must list event types (strings)")
-    end
-  end
   endpoints[#endpoints + 1] = { def = def, where = location(2) }
   return def
 end
 
 function dispatch.describe()
-  local described = {}
-  for index, entry in ipairs(endpoints) do
-    local def = entry.def
-    local handlers = {}
-    for kind in pairs(def.on or {}) do handlers[#handlers + 1] = kind end
-    sort(handlers)
-    local keepalive = def.keepalive or {}
-    described[index] = {
-      path = def.path,
-      where = entry.where,
-      initial = def.initial ~= nil,
-      -- Opening runs no script code: no on_open, no watcher snapshot, and an initial payload
-      -- that is absent or a string (a table may change between clients, so it is encoded each time).
-      fixed_open = def.on_open == nil and def.watch == nil
-        and (def.initial == nil or type(def.initial) == "string"),
-      initial_text = type(def.initial) == "string" and def.initial or nil,
-      watch_every = def.watch and def.watch.every,
-      handlers = #handlers > 0 and concat(handlers, " ") or nil,
-      on_text = def.on_text ~= nil,
-      on_binary = def.on_binary ~= nil,
-      ping_every = keepalive.ping_every or 20,
-      ping_timeout = keepalive.timeout or 10,
-      heartbeat_every = def.heartbeat and def.heartbeat.every,
-      max_message_size = def.max_message_size,
-      session = def.session,
-      history = def.history and {
-        history = def.history.size or 100, max_bytes = def.history.max_bytes, max_age = def.history.max_age,
-        closes_on = {}, resume_wait = 0,
-      },
-      authorize = def.authorize ~= nil,
-      origins = def.origins and (#def.origins > 0 and def.origins or nil),
-      no_origins = def.origins ~= nil and #def.origins == 0 or nil,
-    }
-  end
-  if #described == 0 then return "[]" end
-  return encode_json(described)
+  return endpoints
 end
 
 -- Connections ----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 /// How a session's history is bounded and when it ends; declared per endpoint with
-/// `session = { ... }`, host defaults otherwise.
+/// `session = { ... }` (read by `EndpointSchema`), host defaults otherwise. Codable for the
+/// journal, which stores each session's settings.
 public struct SessionSettings: Sendable, Equatable, Codable {
     /// Path parameter (or, failing that, query parameter) that names the session.
     public var param: String = "session"
@@ -46,8 +47,7 @@ public struct SessionSettings: Sendable, Equatable, Codable {
         self.maxBytes = try container.decodeIfPresent(Int.self, forKey: .maxBytes) ?? defaults.maxBytes
         self.maxAge = try container.decodeIfPresent(Double.self, forKey: .maxAge) ?? defaults.maxAge
         self.retain = try container.decodeIfPresent(Double.self, forKey: .retain) ?? defaults.retain
-        // cjson encodes an empty list as {}, which means "closes on nothing".
-        self.closesOn = (try? container.decodeIfPresent([String].self, forKey: .closesOn)) ?? (container.contains(.closesOn) ? [] : defaults.closesOn)
+        self.closesOn = try container.decodeIfPresent([String].self, forKey: .closesOn) ?? defaults.closesOn
         self.resumeWait = try container.decodeIfPresent(Double.self, forKey: .resumeWait) ?? defaults.resumeWait
     }
 }

@@ -1,0 +1,303 @@
+import LuaBridge
+
+/// The fields, defaults and validation of `endpoint { ... }`, in one place: the definition table
+/// is read straight from the script's Lua state (as Redis's `function_lua.c` reads named
+/// arguments), not through a JSON round trip.
+enum EndpointSchema {
+    enum Kind: String {
+        case string, table, function, number, any
+    }
+
+    static let fields: [String: Kind] = [
+        "path": .string, "initial": .any, "watch": .table, "on": .table, "on_text": .function,
+        "on_binary": .function, "on_open": .function, "on_close": .function, "keepalive": .table,
+        "heartbeat": .table, "max_message_size": .number, "session": .table, "authorize": .function,
+        "origins": .table, "history": .table,
+    ]
+    static let historyFields: Set<String> = ["size", "max_bytes", "max_age"]
+    static let sessionFields: [String: Kind] = [
+        "param": .string, "history": .number, "max_bytes": .number, "max_age": .number, "retain": .number,
+        "closes_on": .table, "resume_wait": .number,
+    ]
+
+    static let defaultPingEvery: Double = 20
+    static let defaultPingTimeout: Double = 10
+    static let defaultHistorySize = 100
+
+    /// What is wrong with a definition, and the field it is about (`["on", "x"]` for `on.x`),
+    /// so the error can name the line that sets it.
+    struct Violation: Error, Equatable {
+        var message: String
+        var field: [String]
+    }
+
+    /// Reads the definition table at `index` (`where` is the `file:line` of its `endpoint` call).
+    static func read(_ lua: LuaState, definitionAt index: Int32, where location: String) throws(Violation) -> EndpointSpec {
+        let reader = DefinitionReader(lua: lua, table: lua.absoluteIndex(index))
+        return try reader.spec(where: location)
+    }
+}
+
+/// One definition table on the stack, read field by field; every read leaves the stack as it was.
+private struct DefinitionReader {
+    typealias Violation = EndpointSchema.Violation
+    let lua: LuaState
+    let table: Int32
+
+    func spec(where location: String) throws(Violation) -> EndpointSpec {
+        try self.checkFieldTypes()
+        let path = try self.path()
+        let initial = self.lua.withField("initial", ofTableAt: self.table) { self.lua.type(at: -1) }
+        guard [.nil, .function, .table, .string].contains(initial) else {
+            throw Violation(message: "'initial' must be a function, a table or a string", field: ["initial"])
+        }
+        let watchEvery = try self.watch()
+        let handlerTypes = try self.handlers()
+        let keepalive = try self.keepalive()
+        let heartbeatEvery = try self.heartbeat()
+        let maxMessageSize = try self.maxMessageSize()
+        let origins = try self.origins()
+        let history = try self.history()
+        let session = try self.session()
+        let has = { (field: String) in self.lua.withField(field, ofTableAt: self.table) { self.lua.type(at: -1) != .nil } }
+        return EndpointSpec(
+            path: path,
+            where: location,
+            initial: initial != .nil,
+            // Opening runs no script code: no on_open, no watcher snapshot, and an initial payload
+            // that is absent or a string (a table may change between clients, so it is encoded each time).
+            fixedOpen: !has("on_open") && watchEvery == nil && (initial == .nil || initial == .string),
+            initialText: initial == .string ? self.lua.withField("initial", ofTableAt: self.table) { self.lua.string(at: -1) } : nil,
+            watchEvery: watchEvery,
+            handlerTypes: handlerTypes,
+            onText: has("on_text"),
+            onBinary: has("on_binary"),
+            pingEvery: keepalive.pingEvery,
+            pingTimeout: keepalive.timeout,
+            heartbeatEvery: heartbeatEvery,
+            maxMessageSize: maxMessageSize,
+            session: session,
+            history: history,
+            authorize: has("authorize"),
+            origins: origins
+        )
+    }
+
+    // MARK: Fields
+
+    private func checkFieldTypes() throws(Violation) {
+        var violation: Violation?
+        self.lua.forEachEntry(ofTableAt: self.table) { key in
+            guard violation == nil else { return }
+            let name = key ?? self.lua.describe(at: -2)
+            guard let key, let expected = EndpointSchema.fields[key] else {
+                violation = Violation(message: "unknown field '\(name)'", field: [name])
+                return
+            }
+            let actual = self.lua.typeName(at: -1)
+            if expected != .any, actual != expected.rawValue {
+                violation = Violation(message: "field '\(key)' must be a \(expected.rawValue), got \(actual)", field: [key])
+            }
+        }
+        if let violation { throw violation }
+    }
+
+    private func path() throws(Violation) -> String {
+        let path = self.lua.withField("path", ofTableAt: self.table) { self.lua.string(at: -1) }
+        guard let path, path.hasPrefix("/") else {
+            throw Violation(message: "'path' must be a string starting with '/'", field: ["path"])
+        }
+        // Lua's %s: space, \t, \n, \v, \f, \r.
+        guard !path.unicodeScalars.contains(where: { "?# \t\n\u{0B}\u{0C}\r".unicodeScalars.contains($0) }) else {
+            throw Violation(message: "'path' must not contain '?', '#' or spaces", field: ["path"])
+        }
+        return path
+    }
+
+    private func watch() throws(Violation) -> Double? {
+        try self.withTable("watch") { () throws(Violation) -> Double in
+            guard let every = self.number("every"), every > 0 else {
+                throw Violation(message: "'watch.every' must be a number of seconds > 0", field: ["watch", "every"])
+            }
+            guard self.type(of: "poll") == .function else {
+                throw Violation(message: "'watch.poll' must be a function", field: ["watch", "poll"])
+            }
+            return every
+        }
+    }
+
+    private func handlers() throws(Violation) -> [String] {
+        try self.withTable("on") { () throws(Violation) -> [String] in
+            var types: [String] = []
+            var violation: Violation?
+            self.lua.forEachEntry(ofTableAt: -1) { key in
+                guard violation == nil else { return }
+                guard let key else {
+                    violation = Violation(message: "keys of 'on' must be message types (strings)", field: ["on"])
+                    return
+                }
+                guard self.lua.type(at: -1) == .function else {
+                    violation = Violation(message: "'on.\(key)' must be a function", field: ["on", key])
+                    return
+                }
+                types.append(key)
+            }
+            if let violation { throw violation }
+            return types.sorted()
+        } ?? []
+    }
+
+    private func keepalive() throws(Violation) -> (pingEvery: Double, timeout: Double) {
+        try self.withTable("keepalive") { () throws(Violation) -> (Double, Double) in
+            let pingEvery = self.number("ping_every")
+            if self.type(of: "ping_every") != .nil, (pingEvery ?? -1) < 0 {
+                throw Violation(
+                    message: "'keepalive.ping_every' must be a number of seconds >= 0 (0 disables pings)",
+                    field: ["keepalive", "ping_every"]
+                )
+            }
+            let timeout = self.number("timeout")
+            if self.type(of: "timeout") != .nil, (timeout ?? 0) <= 0 {
+                throw Violation(message: "'keepalive.timeout' must be a number of seconds > 0", field: ["keepalive", "timeout"])
+            }
+            return (pingEvery ?? EndpointSchema.defaultPingEvery, timeout ?? EndpointSchema.defaultPingTimeout)
+        } ?? (EndpointSchema.defaultPingEvery, EndpointSchema.defaultPingTimeout)
+    }
+
+    private func heartbeat() throws(Violation) -> Double? {
+        try self.withTable("heartbeat") { () throws(Violation) -> Double in
+            guard let every = self.number("every"), every > 0 else {
+                throw Violation(message: "'heartbeat.every' must be a number of seconds > 0", field: ["heartbeat", "every"])
+            }
+            guard [.nil, .table, .string, .function].contains(self.type(of: "message")) else {
+                throw Violation(message: "'heartbeat.message' must be a table, a string or a function", field: ["heartbeat", "message"])
+            }
+            return every
+        }
+    }
+
+    private func maxMessageSize() throws(Violation) -> Int? {
+        guard let size = self.lua.withField("max_message_size", ofTableAt: self.table, { self.lua.number(at: -1) }) else { return nil }
+        guard size >= 1, size.rounded() == size, size < 0x1p62 else {
+            throw Violation(message: "'max_message_size' must be a whole number of bytes", field: ["max_message_size"])
+        }
+        return Int(size)
+    }
+
+    /// Nil: the host's `--allowed-origin` setting; an empty list: no browser page at all.
+    private func origins() throws(Violation) -> [String]? {
+        try self.withTable("origins") { () throws(Violation) -> [String] in
+            try self.strings(
+                Violation(message: #"'origins' must list origins such as "https://example.com" (or "*")"#, field: ["origins"])
+            )
+        }
+    }
+
+    private func history() throws(Violation) -> SessionSettings? {
+        try self.withTable("history") { () throws(Violation) -> SessionSettings in
+            if self.lua.withField("session", ofTableAt: self.table, { self.lua.type(at: -1) }) != .nil {
+                throw Violation(message: "'history' and 'session' do not mix: a session endpoint keeps its own history", field: ["history"])
+            }
+            var violation: Violation?
+            self.lua.forEachEntry(ofTableAt: -1) { key in
+                guard violation == nil else { return }
+                guard let key, EndpointSchema.historyFields.contains(key) else {
+                    let name = key ?? self.lua.describe(at: -2)
+                    violation = Violation(message: "unknown field 'history.\(name)'", field: ["history", name])
+                    return
+                }
+                if (self.lua.number(at: -1) ?? 0) <= 0 {
+                    violation = Violation(message: "'history.\(key)' must be a number > 0", field: ["history", key])
+                }
+            }
+            if let violation { throw violation }
+            var settings = SessionSettings()
+            settings.history = self.number("size").map { max(1, Int($0)) } ?? EndpointSchema.defaultHistorySize
+            settings.maxBytes = self.number("max_bytes").map { max(1, Int(min($0, 0x1p62))) } ?? settings.maxBytes
+            settings.maxAge = self.number("max_age") ?? settings.maxAge
+            // A history never closes and has nothing to wait for: a client resumes with last_seq or not at all.
+            settings.closesOn = []
+            settings.resumeWait = 0
+            return settings
+        }
+    }
+
+    private func session() throws(Violation) -> SessionSettings? {
+        try self.withTable("session") { () throws(Violation) -> SessionSettings in
+            var violation: Violation?
+            self.lua.forEachEntry(ofTableAt: -1) { key in
+                guard violation == nil else { return }
+                guard let key, let expected = EndpointSchema.sessionFields[key] else {
+                    let name = key ?? self.lua.describe(at: -2)
+                    violation = Violation(message: "unknown field 'session.\(name)'", field: ["session", name])
+                    return
+                }
+                if self.lua.typeName(at: -1) != expected.rawValue {
+                    violation = Violation(message: "field 'session.\(key)' must be a \(expected.rawValue)", field: ["session", key])
+                }
+            }
+            if let violation { throw violation }
+            var settings = SessionSettings()
+            for key in ["history", "max_bytes"] {
+                guard let value = self.number(key) else { continue }
+                guard value >= 1, value.rounded() == value, value < 0x1p62 else {
+                    throw Violation(message: "'session.\(key)' must be a whole number >= 1", field: ["session", key])
+                }
+            }
+            for key in ["max_age", "retain", "resume_wait"] {
+                if let value = self.number(key), value < 0 {
+                    throw Violation(message: "'session.\(key)' must be a number of seconds >= 0", field: ["session", key])
+                }
+            }
+            settings.param = self.lua.withField("param", ofTableAt: -1) { self.lua.string(at: -1) } ?? settings.param
+            settings.history = self.number("history").map { Int($0) } ?? settings.history
+            settings.maxBytes = self.number("max_bytes").map { Int($0) } ?? settings.maxBytes
+            settings.maxAge = self.number("max_age") ?? settings.maxAge
+            settings.retain = self.number("retain") ?? settings.retain
+            settings.resumeWait = self.number("resume_wait") ?? settings.resumeWait
+            if self.type(of: "closes_on") == .table {
+                self.lua.pushField("closes_on", ofTableAt: -1)
+                defer { self.lua.pop() }
+                settings.closesOn = try self.strings(
+                    Violation(message: "'session.closes_on' must list event types (strings)", field: ["session", "closes_on"])
+                )
+            }
+            return settings
+        }
+    }
+
+    // MARK: Reading
+
+    /// Runs `body` with the definition's table field `name` on top of the stack; nil if absent.
+    private func withTable<Result>(_ name: String, _ body: () throws(Violation) -> Result) throws(Violation) -> Result? {
+        self.lua.pushField(name, ofTableAt: self.table)
+        defer { self.lua.pop() }
+        guard self.lua.type(at: -1) == .table else { return nil }
+        return try body()
+    }
+
+    /// Field `name` of the table on top of the stack.
+    private func type(of name: String) -> LuaState.ValueType {
+        self.lua.withField(name, ofTableAt: -1) { self.lua.type(at: -1) }
+    }
+
+    private func number(_ name: String) -> Double? {
+        self.lua.withField(name, ofTableAt: -1) { self.lua.number(at: -1) }
+    }
+
+    /// The sequence on top of the stack as strings (as `ipairs` sees it); `violation` if one is not a string.
+    private func strings(_ violation: Violation) throws(Violation) -> [String] {
+        var strings: [String] = []
+        let count = self.lua.rawLength(at: -1)
+        guard count > 0 else { return [] }
+        for position in 1...count {
+            let string = self.lua.withElement(position, ofTableAt: -1) { self.lua.string(at: -1) }
+            guard let string else {
+                if self.lua.withElement(position, ofTableAt: -1, { self.lua.type(at: -1) }) == .nil { break }
+                throw violation
+            }
+            strings.append(string)
+        }
+        return strings
+    }
+}
