@@ -11,6 +11,8 @@ public struct ScriptError: Error, Sendable, Equatable, CustomStringConvertible {
         case memory
         /// The script ran, but what it declared is not valid (an endpoint definition, say).
         case definition
+        /// The scripts folder, or a file in it, could not be read.
+        case unreadable
     }
 
     public var kind: Kind

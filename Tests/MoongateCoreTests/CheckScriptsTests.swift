@@ -215,6 +215,14 @@ final class CheckScriptsTests: XCTestCase {
         XCTAssertEqual(error.description, "scripts/b.lua:2: endpoint /rooms/:name is already declared at scripts/a.lua:1 (as /rooms/:id)")
     }
 
+    func testAMissingFolderIsReportedAsUnreadableNotAsACompileError() async throws {
+        let missing = FileManager.default.temporaryDirectory.appendingPathComponent("moongate-missing-\(UInt64.random(in: 0...UInt64.max))")
+        let result = await checkScripts(directory: missing.path, logger: LogCapture().logger(label: "check"))
+        guard case .failure(let failure) = result else { return XCTFail("a missing folder cannot pass") }
+        XCTAssertEqual(failure.errors.first?.kind, .unreadable)
+        XCTAssertTrue(failure.errors.first?.message.hasPrefix("cannot read the scripts folder") == true, "\(failure.errors)")
+    }
+
     func testScriptWithoutEndpointIsReported() async throws {
         let errors = try await self.errors(["empty.lua": "local x = 1"])
         XCTAssertEqual(errors.first?.description, #"scripts/empty.lua: declares no endpoint: call endpoint { path = "/...", ... }"#)

@@ -126,18 +126,14 @@ extension KeepAliveWheel: Sendable {}
 
 /// A keep-alive wheel for each I/O loop.
 final class KeepAliveWheels: Sendable {
-    private let wheels: [ObjectIdentifier: NIOLoopBoundBox<KeepAliveWheel>]
+    private let wheels: PerLoop<KeepAliveWheel>
 
     init(loops: [any EventLoop]) {
-        var wheels: [ObjectIdentifier: NIOLoopBoundBox<KeepAliveWheel>] = [:]
-        for loop in loops {
-            wheels[ObjectIdentifier(loop)] = .makeBoxSendingValue(KeepAliveWheel(loop: loop), eventLoop: loop)
-        }
-        self.wheels = wheels
+        self.wheels = PerLoop(loops: loops) { KeepAliveWheel(loop: $0) }
     }
 
     /// The wheel of `loop`; must be called on `loop`. Nil for a loop the host does not serve on.
     func wheel(on loop: any EventLoop) -> KeepAliveWheel? {
-        self.wheels[ObjectIdentifier(loop)]?.value
+        self.wheels.box(on: loop)?.value
     }
 }

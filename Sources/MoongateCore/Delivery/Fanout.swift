@@ -7,16 +7,12 @@ import NIOCore
 /// gate decides by its connection's state whether the frame is written, held (the client is
 /// still joining) or dropped (it is closing).
 final class Fanout: Sendable {
-    private let members: [ObjectIdentifier: NIOLoopBoundBox<Members>]
+    private let members: PerLoop<Members>
     let metrics: EndpointMetrics
 
     init(loops: [any EventLoop], metrics: EndpointMetrics) {
         self.metrics = metrics
-        var members: [ObjectIdentifier: NIOLoopBoundBox<Members>] = [:]
-        for loop in loops {
-            members[ObjectIdentifier(loop)] = .makeBoxSendingValue(Members(), eventLoop: loop)
-        }
-        self.members = members
+        self.members = PerLoop(loops: loops) { _ in Members() }
     }
 
     /// A new client. Must run on the connection's event loop.
@@ -63,7 +59,7 @@ final class Fanout: Sendable {
     }
 
     private func box(for loop: any EventLoop) -> NIOLoopBoundBox<Members>? {
-        self.members[ObjectIdentifier(loop)]
+        self.members.box(on: loop)
     }
 }
 

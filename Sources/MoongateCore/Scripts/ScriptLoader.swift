@@ -14,7 +14,7 @@ enum ScriptLoader {
             files = try ScriptFile.discover(in: directory)
         } catch {
             return .failure(ScriptLoadFailure(errors: [
-                ScriptError(kind: .compile, script: directory, line: nil, message: "cannot read the scripts folder: \(error)")
+                ScriptError(kind: .unreadable, script: directory, line: nil, message: "cannot read the scripts folder: \(error)")
             ]))
         }
         if files.isEmpty {
