@@ -1,3 +1,4 @@
+import WebSocketClient
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -21,105 +22,14 @@ enum BenchRole {
 /// Opens one WebSocket connection with NIO's client upgrader; the future completes once upgraded.
 enum BenchConnection {
     static func open(
-        _ target: BenchTarget,
+        _ target: WebSocketTarget,
         role: BenchRole,
         stats: BenchStats,
         group: any EventLoopGroup
     ) -> EventLoopFuture<any Channel> {
-        Self.open(target, on: group.next()) { upgraded in
+        WebSocketDial.open(target, on: group.next()) { upgraded in
             BenchConnectionHandler(role: role, stats: stats, upgraded: upgraded)
         }
-    }
-
-    /// `makeHandler` builds, on the connection's loop, the handler that takes over once upgraded;
-    /// it must complete the promise it is given when it is added.
-    static func open(
-        _ target: BenchTarget,
-        on loop: any EventLoop,
-        makeHandler: @escaping @Sendable (EventLoopPromise<Void>) -> any ChannelHandler
-    ) -> EventLoopFuture<any Channel> {
-        let upgraded = loop.makePromise(of: Void.self)
-        let bootstrap = ClientBootstrap(group: loop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.seconds(10))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let handler = NIOLoopBound(makeHandler(upgraded), eventLoop: channel.eventLoop)
-                    let upgrader = NIOWebSocketClientUpgrader(
-                        requestKey: Self.randomKey(),
-                        maxFrameSize: 1 << 24,
-                        automaticErrorHandling: true,
-                        upgradePipelineHandler: { channel, _ in
-                            channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(handler.value)
-                            }
-                        }
-                    )
-                    // A server may send its first message in the same read as the 101: keep it.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
-                        leftOverBytesStrategy: .forwardBytes,
-                        withClientUpgrade: (upgraders: [upgrader], completionHandler: { context in
-                            context.pipeline.syncOperations.removeHandler(name: UpgradeRequest.name, promise: nil)
-                        })
-                    )
-                    try channel.pipeline.syncOperations.addHandler(UpgradeRequest(target: target, upgraded: upgraded), name: UpgradeRequest.name)
-                }
-            }
-        return bootstrap.connect(host: target.host, port: target.port).flatMap { channel in
-            upgraded.futureResult.map { channel }
-        }.flatMapError { error in
-            upgraded.fail(error)
-            return loop.makeFailedFuture(error)
-        }
-    }
-
-    /// Sends close 1000, then closes the socket.
-    static func close(_ channel: any Channel) {
-        var data = ByteBuffer()
-        data.writeInteger(UInt16(1000))
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: data)
-        channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
-    }
-
-    static func randomKey() -> String {
-        Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-    }
-}
-
-/// Sends the upgrade request; reports an answer other than 101.
-final class UpgradeRequest: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-    static let name = "bench.upgrade-request"
-
-    private let target: BenchTarget
-    private let upgraded: EventLoopPromise<Void>
-
-    init(target: BenchTarget, upgraded: EventLoopPromise<Void>) {
-        self.target = target
-        self.upgraded = upgraded
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: "\(self.target.host):\(self.target.port)")
-        headers.add(name: "Content-Length", value: "0")
-        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: self.target.uri, headers: headers)
-        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let response) = self.unwrapInboundIn(data) {
-            self.upgraded.fail(BenchError.refused("HTTP \(response.status.code)"))
-            context.close(promise: nil)
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.upgraded.fail(error)
-        context.close(promise: nil)
     }
 }
 
@@ -270,5 +180,3 @@ final class BenchConnectionHandler: ChannelInboundHandler {
 @available(*, unavailable)
 extension BenchConnectionHandler: Sendable {}
 
-@available(*, unavailable)
-extension UpgradeRequest: Sendable {}

@@ -1,3 +1,4 @@
+public import WebSocketClient
 import Foundation
 import NIOCore
 import NIOPosix
@@ -90,7 +91,7 @@ public struct BenchReport: Encodable, Sendable {
 }
 
 public enum BenchRunner {
-    public static func run(url: String, target: BenchTarget, options: BenchOptions) async throws -> BenchReport {
+    public static func run(url: String, target: WebSocketTarget, options: BenchOptions) async throws -> BenchReport {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.threads))
         let stats = BenchStats()
         var channels: [any Channel] = []
@@ -115,7 +116,7 @@ public enum BenchRunner {
 
         let counts = stats.snapshot
         for channel in channels {
-            BenchConnection.close(channel)
+            WebSocketDial.close(channel)
         }
         // Give the close handshakes a moment to go out before the loops stop.
         try? await Task.sleep(for: .milliseconds(200))
@@ -156,7 +157,7 @@ public enum BenchRunner {
     /// Opens `count` connections, at most `handshakes` at a time.
     private static func open(
         _ count: Int,
-        target: BenchTarget,
+        target: WebSocketTarget,
         role: () -> BenchRole,
         stats: BenchStats,
         group: any EventLoopGroup,
@@ -182,7 +183,7 @@ public enum BenchRunner {
 
     /// `connections` loops that connect, wait for `expect` messages and close, until time is up.
     private static func reconnectLoops(
-        target: BenchTarget,
+        target: WebSocketTarget,
         stats: BenchStats,
         group: any EventLoopGroup,
         options: BenchOptions

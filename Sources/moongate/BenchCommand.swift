@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MoongateBench
+import WebSocketClient
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -47,7 +48,7 @@ struct BenchCommand: AsyncParsableCommand {
         guard let mode = BenchOptions.Mode(rawValue: self.mode) else {
             throw ValidationError("mode must be one of: \(BenchOptions.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        let target = try BenchTarget(url: self.url, allowRemote: self.allowRemote)
+        let target = try WebSocketTarget(url: self.url, allowRemote: self.allowRemote)
         FileDescriptorLimit.raiseToMaximum()
         let options = BenchOptions(
             mode: mode, connections: self.connections, duration: self.duration, warmup: self.warmup,

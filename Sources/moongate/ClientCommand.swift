@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import MoongateBench
+import MoongateClient
+import WebSocketClient
 
 struct ClientCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,7 +24,7 @@ struct ClientCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let target = try BenchTarget(url: self.url, allowRemote: true)
+        let target = try WebSocketTarget(url: self.url, allowRemote: true)
         let options = InteractiveClient.Options(resume: self.resume, jsonLines: self.json, pretty: isatty(STDOUT_FILENO) != 0)
         try await InteractiveClient(target: target, options: options).run()
     }

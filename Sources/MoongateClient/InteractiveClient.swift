@@ -1,3 +1,4 @@
+public import WebSocketClient
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -21,10 +22,10 @@ public struct InteractiveClient: Sendable {
         }
     }
 
-    let target: BenchTarget
+    let target: WebSocketTarget
     let options: Options
 
-    public init(target: BenchTarget, options: Options) {
+    public init(target: WebSocketTarget, options: Options) {
         self.target = target
         self.options = options
     }
@@ -81,7 +82,7 @@ public struct InteractiveClient: Sendable {
                 while ContinuousClock.now < deadline, state.millisecondsSinceLastMessage < 300 {
                     try? await Task.sleep(for: .milliseconds(50))
                 }
-                BenchConnection.close(channel)
+                WebSocketDial.close(channel)
                 _ = try? await closed.futureResult.get()
                 try? await group.shutdownGracefully()
                 return
@@ -158,7 +159,7 @@ final class ClientState: Sendable {
     }
 
     /// The URL to (re)connect to: with `last_seq` and `epoch` once events have been seen.
-    func resumeTarget(_ target: BenchTarget, enabled: Bool) -> BenchTarget {
+    func resumeTarget(_ target: WebSocketTarget, enabled: Bool) -> WebSocketTarget {
         let position = self.position.withLockedValue { $0 }
         guard enabled, let seq = position.seq else { return target }
         var components = URLComponents(string: "ws://\(target.host):\(target.port)\(target.uri)")!
@@ -168,7 +169,7 @@ final class ClientState: Sendable {
             items.append(URLQueryItem(name: "epoch", value: epoch))
         }
         components.queryItems = items
-        return (try? BenchTarget(url: components.string!, allowRemote: true)) ?? target
+        return (try? WebSocketTarget(url: components.string!, allowRemote: true)) ?? target
     }
 }
 

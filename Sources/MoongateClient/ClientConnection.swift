@@ -1,15 +1,16 @@
+import WebSocketClient
 import NIOCore
 import NIOWebSocket
 
 /// The interactive client's connection: prints what arrives, reports how it closed.
 enum ClientConnection {
     static func open(
-        _ target: BenchTarget,
+        _ target: WebSocketTarget,
         group: any EventLoopGroup,
         printer: MessagePrinter,
         closed: EventLoopPromise<UInt16?>
     ) -> EventLoopFuture<any Channel> {
-        BenchConnection.open(target, on: closed.futureResult.eventLoop) { upgraded in
+        WebSocketDial.open(target, on: closed.futureResult.eventLoop) { upgraded in
             PrintingHandler(printer: printer, upgraded: upgraded, closed: closed)
         }.flatMapErrorThrowing { error in
             closed.succeed(nil)

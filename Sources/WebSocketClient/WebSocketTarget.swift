@@ -1,8 +1,8 @@
 import Foundation
 
-/// Where a benchmark connects: a `ws://` URL, loopback only unless allowed otherwise (a load test
+/// Where a client connects: a `ws://` URL, loopback only unless allowed otherwise (a load test
 /// aimed at someone else's server by mistake is an attack).
-public struct BenchTarget: Sendable {
+public struct WebSocketTarget: Sendable {
     public let host: String
     public let port: Int
     /// Path and query, e.g. `/bench` or `/ws/progress/x?last_seq=90`.
@@ -10,14 +10,14 @@ public struct BenchTarget: Sendable {
 
     public init(url: String, allowRemote: Bool) throws {
         guard let components = URLComponents(string: url), components.scheme == "ws", let host = components.host else {
-            throw BenchError.invalidURL(url)
+            throw WebSocketClientError.invalidURL(url)
         }
         self.host = host
         self.port = components.port ?? 80
         let path = components.percentEncodedPath.isEmpty ? "/" : components.percentEncodedPath
         self.uri = path + (components.percentEncodedQuery.map { "?" + $0 } ?? "")
         if !allowRemote, !Self.isLoopback(host) {
-            throw BenchError.notLoopback(host)
+            throw WebSocketClientError.notLoopback(host)
         }
     }
 
@@ -26,7 +26,7 @@ public struct BenchTarget: Sendable {
     }
 }
 
-public enum BenchError: Error, CustomStringConvertible {
+public enum WebSocketClientError: Error, CustomStringConvertible {
     case invalidURL(String)
     case notLoopback(String)
     case refused(String)
