@@ -77,6 +77,11 @@ struct ConnectionStateMachine {
         }
     }
 
+    var isOpen: Bool {
+        if case .open = self.phase { return true }
+        return false
+    }
+
     var isJoining: Bool {
         if case .joining = self.phase { return true }
         return false

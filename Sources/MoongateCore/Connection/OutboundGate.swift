@@ -61,7 +61,9 @@ final class OutboundGate {
     /// A broadcast: written now when open, held while joining, dropped once closing. Returns
     /// whether the client gets it.
     func deliver(broadcast frame: ByteBuffer, flushNow: Bool) -> Bool {
-        switch self.machine.broadcastArrived(frame) {
+        // The common case, an open client, without a mutating call into the machine.
+        let action: ConnectionStateMachine.BroadcastAction = self.machine.isOpen ? .write : self.machine.broadcastArrived(frame)
+        switch action {
         case .write:
             guard let encoded = self.encoded else { return false }
             if flushNow {

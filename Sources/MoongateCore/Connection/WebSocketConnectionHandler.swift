@@ -18,7 +18,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
     let logger: Logger
     /// The connection's loop state, held here so the hot path does not look it up per frame.
     let state: ConnectionLoopState
-    var outbound: OutboundGate { self.state.outbound }
+    let outbound: OutboundGate
     private var pending: [InboundMessage] = []
     /// The endpoint's binding as read once for the current socket read: its routing decides the
     /// batch's messages and its runtime gets them.
@@ -39,6 +39,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
     ) {
         self.connection = connection
         self.state = connection.onLoop.value
+        self.outbound = self.state.outbound
         self.registry = registry
         self.keepAliveWheels = keepAlive
         self.maxMessageSize = maxMessageSize
@@ -117,7 +118,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             guard text.isValidUTF8 else {
                 return self.fail(.invalidUTF8)
             }
-            if self.state.cursor?.awaitsResumePoint == true, self.connection.resumeFromFirstMessage(text) {
+            if self.connection.follows != nil, self.state.cursor?.awaitsResumePoint == true,
+                self.connection.resumeFromFirstMessage(text)
+            {
                 return
             }
             if self.readBinding == nil {
