@@ -20,9 +20,17 @@ extension LuaState {
         }
     }
 
-    /// Pushes `table[key]` for the table at `index`, calls `body`, and pops it again.
+    /// Pushes `table[key]` for the table at `index` without metamethods (`rawget`), so reading
+    /// runs no script code and can raise no error outside a protected call.
+    public func pushRawField(_ key: String, ofTableAt index: Int32) {
+        let table = lua_absindex(self.pointer, index)
+        self.push(key)
+        _ = lua_rawget(self.pointer, table)
+    }
+
+    /// Pushes `rawget(table, key)` for the table at `index`, calls `body`, and pops it again.
     public func withField<Result>(_ key: String, ofTableAt index: Int32, _ body: () throws -> Result) rethrows -> Result {
-        _ = lua_getfield(self.pointer, index, key)
+        self.pushRawField(key, ofTableAt: index)
         defer { self.pop() }
         return try body()
     }

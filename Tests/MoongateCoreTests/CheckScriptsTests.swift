@@ -155,6 +155,14 @@ final class CheckScriptsTests: XCTestCase {
             (#"endpoint { path = "/a", keepalive = { timeout = -1 } }"#, "'keepalive.timeout' must be a number of seconds > 0"),
             (#"endpoint { path = "/a", max_message_size = 1.5 }"#, "'max_message_size' must be a whole number of bytes"),
             (#"endpoint { path = "/a?x" }"#, "'path' must not contain '?', '#' or spaces"),
+            (#"endpoint { path = "/\xff" }"#, "'path' must be valid UTF-8"),
+            // Infinity and NaN are no number of seconds: they would trap where they become a timer.
+            (#"endpoint { path = "/a", keepalive = { timeout = math.huge } }"#, "'keepalive.timeout' must be a number of seconds > 0"),
+            (#"endpoint { path = "/a", watch = { every = 0/0, poll = function() end } }"#, "'watch.every' must be a number of seconds > 0"),
+            (#"endpoint { path = "/a", session = { retain = math.huge } }"#, "field 'session.retain' must be a finite number"),
+            (#"endpoint { path = "/a", history = { size = 7.5 } }"#, "'history.size' must be a whole number >= 1"),
+            (#"endpoint { path = "/a", history = { max_age = 1/0 } }"#, "'history.max_age' must be a number > 0"),
+            (#"endpoint { path = "/a", max_message_size = math.huge }"#, "'max_message_size' must be a whole number of bytes"),
         ]
         for (source, message) in cases {
             let errors = try await self.errors(["e.lua": source])

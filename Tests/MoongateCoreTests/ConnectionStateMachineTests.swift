@@ -139,7 +139,7 @@ final class ConnectionStateMachineTests: XCTestCase {
         var machine = ConnectionStateMachine(joining: false)
         _ = machine.closeRequested(CloseFrame(code: .goingAway))
         XCTAssertEqual(machine.failed(CloseFrame(code: .protocolError)), .closeSocket, "no second close frame")
-        XCTAssertEqual(machine.socketClosed(), .goingAway)
+        XCTAssertEqual(machine.socketClosed(), .protocolError, "the failure is what is reported")
     }
 
     func testSlowConsumerClosesWith1008Once() {

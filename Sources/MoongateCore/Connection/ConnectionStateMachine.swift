@@ -154,9 +154,9 @@ struct ConnectionStateMachine {
         case .joining, .open:
             self.phase = .closed(code: frame.code)
             return .send(frame, then: .closeSocket)
-        case .closing(let code):
-            // Our close frame is out already; only the socket is left.
-            self.phase = .closed(code: code)
+        case .closing:
+            // Our close frame is out already; only the socket is left. The failure is what is reported.
+            self.phase = .closed(code: frame.code)
             return .closeSocket
         case .closed:
             return .none

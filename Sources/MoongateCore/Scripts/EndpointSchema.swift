@@ -67,7 +67,7 @@ private struct DefinitionReader {
             // Opening runs no script code: no on_open, no watcher snapshot, and an initial payload
             // that is absent or a string (a table may change between clients, so it is encoded each time).
             fixedOpen: !has("on_open") && watchEvery == nil && (initial == .nil || initial == .string),
-            initialText: initial == .string ? self.lua.withField("initial", ofTableAt: self.table) { self.lua.string(at: -1) } : nil,
+            initialText: initial == .string ? try self.text("initial", what: "'initial'") : nil,
             watchEvery: watchEvery,
             handlerTypes: handlerTypes,
             onText: has("on_text"),
@@ -103,7 +103,7 @@ private struct DefinitionReader {
     }
 
     private func path() throws(Violation) -> String {
-        let path = self.lua.withField("path", ofTableAt: self.table) { self.lua.string(at: -1) }
+        let path = self.lua.withField("path", ofTableAt: self.table) { self.lua.type(at: -1) } == .string ? try self.text("path", what: "'path'") : nil
         guard let path, path.hasPrefix("/") else {
             throw Violation(message: "'path' must be a string starting with '/'", field: ["path"])
         }
@@ -177,8 +177,10 @@ private struct DefinitionReader {
     }
 
     private func maxMessageSize() throws(Violation) -> Int? {
-        guard let size = self.lua.withField("max_message_size", ofTableAt: self.table, { self.lua.number(at: -1) }) else { return nil }
-        guard size >= 1, size.rounded() == size, size < 0x1p62 else {
+        guard self.lua.withField("max_message_size", ofTableAt: self.table, { self.lua.type(at: -1) }) != .nil else { return nil }
+        guard let size = self.lua.withField("max_message_size", ofTableAt: self.table, { Self.finite(self.lua.number(at: -1)) }),
+            Self.isWhole(size)
+        else {
             throw Violation(message: "'max_message_size' must be a whole number of bytes", field: ["max_message_size"])
         }
         return Int(size)
@@ -206,14 +208,18 @@ private struct DefinitionReader {
                     violation = Violation(message: "unknown field 'history.\(name)'", field: ["history", name])
                     return
                 }
-                if (self.lua.number(at: -1) ?? 0) <= 0 {
+                guard let value = Self.finite(self.lua.number(at: -1)), value > 0 else {
                     violation = Violation(message: "'history.\(key)' must be a number > 0", field: ["history", key])
+                    return
+                }
+                if key != "max_age", !Self.isWhole(value) {
+                    violation = Violation(message: "'history.\(key)' must be a whole number >= 1", field: ["history", key])
                 }
             }
             if let violation { throw violation }
             var settings = SessionSettings()
-            settings.history = self.number("size").map { max(1, Int($0)) } ?? EndpointSchema.defaultHistorySize
-            settings.maxBytes = self.number("max_bytes").map { max(1, Int(min($0, 0x1p62))) } ?? settings.maxBytes
+            settings.history = self.number("size").map { Int($0) } ?? EndpointSchema.defaultHistorySize
+            settings.maxBytes = self.number("max_bytes").map { Int($0) } ?? settings.maxBytes
             settings.maxAge = self.number("max_age") ?? settings.maxAge
             // A history never closes and has nothing to wait for: a client resumes with last_seq or not at all.
             settings.closesOn = []
@@ -234,13 +240,15 @@ private struct DefinitionReader {
                 }
                 if self.lua.typeName(at: -1) != expected.rawValue {
                     violation = Violation(message: "field 'session.\(key)' must be a \(expected.rawValue)", field: ["session", key])
+                } else if expected == .number, Self.finite(self.lua.number(at: -1)) == nil {
+                    violation = Violation(message: "field 'session.\(key)' must be a finite number", field: ["session", key])
                 }
             }
             if let violation { throw violation }
             var settings = SessionSettings()
             for key in ["history", "max_bytes"] {
                 guard let value = self.number(key) else { continue }
-                guard value >= 1, value.rounded() == value, value < 0x1p62 else {
+                guard Self.isWhole(value) else {
                     throw Violation(message: "'session.\(key)' must be a whole number >= 1", field: ["session", key])
                 }
             }
@@ -256,7 +264,7 @@ private struct DefinitionReader {
             settings.retain = self.number("retain") ?? settings.retain
             settings.resumeWait = self.number("resume_wait") ?? settings.resumeWait
             if self.type(of: "closes_on") == .table {
-                self.lua.pushField("closes_on", ofTableAt: -1)
+                self.lua.pushRawField("closes_on", ofTableAt: -1)
                 defer { self.lua.pop() }
                 settings.closesOn = try self.strings(
                     Violation(message: "'session.closes_on' must list event types (strings)", field: ["session", "closes_on"])
@@ -270,7 +278,7 @@ private struct DefinitionReader {
 
     /// Runs `body` with the definition's table field `name` on top of the stack; nil if absent.
     private func withTable<Result>(_ name: String, _ body: () throws(Violation) -> Result) throws(Violation) -> Result? {
-        self.lua.pushField(name, ofTableAt: self.table)
+        self.lua.pushRawField(name, ofTableAt: self.table)
         defer { self.lua.pop() }
         guard self.lua.type(at: -1) == .table else { return nil }
         return try body()
@@ -281,8 +289,28 @@ private struct DefinitionReader {
         self.lua.withField(name, ofTableAt: -1) { self.lua.type(at: -1) }
     }
 
+    /// Field `name` of the table on top of the stack, if it is a finite number: infinity and NaN
+    /// are no number of seconds or bytes (and would trap where they become a `TimeAmount`).
     private func number(_ name: String) -> Double? {
-        self.lua.withField(name, ofTableAt: -1) { self.lua.number(at: -1) }
+        self.lua.withField(name, ofTableAt: -1) { Self.finite(self.lua.number(at: -1)) }
+    }
+
+    private static func finite(_ value: Double?) -> Double? {
+        value.flatMap { $0.isFinite ? $0 : nil }
+    }
+
+    /// A whole number >= 1 that fits an `Int` with room to spare.
+    private static func isWhole(_ value: Double) -> Bool {
+        value >= 1 && value.rounded() == value && value < 0x1p62
+    }
+
+    /// The definition's string field `name`, which must be UTF-8 (it ends up in paths and text frames).
+    private func text(_ name: String, what: String) throws(Violation) -> String {
+        let text = self.lua.withField(name, ofTableAt: self.table) {
+            self.lua.withBytes(at: -1) { String(validating: $0, as: UTF8.self) } ?? nil
+        }
+        guard let text else { throw Violation(message: "\(what) must be valid UTF-8", field: [name]) }
+        return text
     }
 
     /// The sequence on top of the stack as strings (as `ipairs` sees it); `violation` if one is not a string.

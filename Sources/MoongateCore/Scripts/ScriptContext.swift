@@ -79,7 +79,7 @@ final class ScriptContext {
 
     /// The line of a `file:line` location as the prelude records it (`?` when there is none).
     private static func line(ofLocation location: String) -> Int? {
-        location.split(separator: ":").last.flatMap { Int($0) }
+        location.split(separator: ":").last.flatMap { Int($0) }.flatMap { $0 >= 1 ? $0 : nil }
     }
 
     static func current(_ state: OpaquePointer) -> ScriptContext {
@@ -91,25 +91,16 @@ final class ScriptContext {
         try self.call(.describe, results: 1) { _ in 0 }
         defer { self.lua.pop() }
         let source = DefinitionSource(self.file.source)
-        var specs: [EndpointSpec] = []
-        for ordinal in stride(from: 1, through: self.lua.rawLength(at: -1), by: 1) {
-            let spec = self.lua.withElement(ordinal, ofTableAt: -1) { () -> Result<EndpointSpec, ScriptError> in
-                // `return endpoint { ... }` is a tail call, which leaves no frame to name a line.
-                let reported = self.lua.stringField("where", ofTableAt: -1).flatMap(Self.line(ofLocation:))
-                let line = reported ?? source.callLine(ordinal: ordinal)
-                let location = line.map { "\(self.file.displayName):\($0)" } ?? self.file.displayName
-                self.lua.pushField("def", ofTableAt: -1)
-                defer { self.lua.pop() }
-                do throws(EndpointSchema.Violation) {
-                    return .success(try EndpointSchema.read(self.lua, definitionAt: -1, where: location))
-                } catch {
-                    let fieldLine = line.flatMap { source.fieldLine(error.field, from: $0) }
-                    return .failure(
-                        ScriptError(kind: .definition, script: self.file.displayName, line: fieldLine ?? line, message: "endpoint: \(error.message)")
-                    )
-                }
+        // Raw reads run no script code; without the memory cap no allocation can fail (and raise)
+        // outside a protected call.
+        let read: [Result<EndpointSpec, ScriptError>] = self.lua.withoutMemoryLimit {
+            stride(from: 1, through: self.lua.rawLength(at: -1), by: 1).map { ordinal in
+                self.lua.withElement(ordinal, ofTableAt: -1) { self.readDefinition(ordinal: ordinal, source: source) }
             }
-            specs.append(try spec.get())
+        }
+        var specs: [EndpointSpec] = []
+        for result in read {
+            specs.append(try result.get())
         }
         if specs.isEmpty {
             throw ScriptError(
@@ -120,6 +111,24 @@ final class ScriptContext {
             )
         }
         return specs
+    }
+
+    /// The definition recorded on top of the stack (`{ def = ..., where = "file:line" }`).
+    private func readDefinition(ordinal: Int, source: DefinitionSource) -> Result<EndpointSpec, ScriptError> {
+        // `return endpoint { ... }` is a tail call, which leaves no frame to name a line.
+        let reported = self.lua.withField("where", ofTableAt: -1) { self.lua.string(at: -1) }.flatMap(Self.line(ofLocation:))
+        let line = reported ?? source.callLine(ordinal: ordinal)
+        let location = line.map { "\(self.file.displayName):\($0)" } ?? self.file.displayName
+        return self.lua.withField("def", ofTableAt: -1) {
+            do throws(EndpointSchema.Violation) {
+                return .success(try EndpointSchema.read(self.lua, definitionAt: -1, where: location))
+            } catch {
+                let fieldLine = line.flatMap { source.fieldLine(error.field, from: $0) }
+                return .failure(
+                    ScriptError(kind: .definition, script: self.file.displayName, line: fieldLine ?? line, message: "endpoint: \(error.message)")
+                )
+            }
+        }
     }
 
     // MARK: Calls into Lua

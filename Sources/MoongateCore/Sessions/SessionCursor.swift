@@ -69,7 +69,7 @@ extension Connection {
         guard var cursor = state.cursor else { return }
         update(&cursor)
         var reset: ByteBuffer?
-        if !cursor.delivering, !state.outbound.machine.isJoining, let point = cursor.resumePoint {
+        if !cursor.delivering, state.outbound.machine.isOpen, let point = cursor.resumePoint {
             cursor.delivering = true
             let otherEpoch = point.epoch.map { $0 != cursor.session.epoch } ?? false
             if point.lastSeq > 0 || point.epoch != nil {
