@@ -38,7 +38,11 @@ enum ScriptLoader {
         errors += Self.duplicatePaths(in: runtimes)
         guard errors.isEmpty else {
             for runtime in runtimes {
-                try? await runtime.retire().get()
+                do {
+                    try await runtime.retire().get()
+                } catch {
+                    services.logger.warning("could not free the state of \(runtime.file.displayName): \(error)")
+                }
             }
             return .failure(ScriptLoadFailure(errors: errors))
         }

@@ -135,18 +135,29 @@ public final class MoongateServer: Sendable {
             connection.close(code: .goingAway, reason: "server shutting down")
         }
         let loop = self.ioGroup.next()
-        try? await self.connections.whenEmpty(on: loop)
-            .orTimeout(.interval(self.configuration.shutdownGrace), on: loop)
-            .get()
-        for connection in self.connections.all {
-            try? await connection.channel.close()
+        do {
+            try await self.connections.whenEmpty(on: loop)
+                .orTimeout(.interval(self.configuration.shutdownGrace), on: loop)
+                .get()
+        } catch {
+            let left = self.connections.all
+            self.logger.info("closing the sockets of clients that did not finish closing in time", metadata: ["connections": "\(left.count)"])
+            for connection in left {
+                // Awaited, so their on_close is queued before the scripts retire; one already
+                // closed by now fails this close, which is fine.
+                try? await connection.channel.close()
+            }
         }
         await self.sessions.closeJournal()
         // A script stuck in C (a runaway pattern match, say) cannot be interrupted: do not let it
         // hold the exit hostage.
         let runtimes = self.state.withLockedValue { $0.runtimes }
         for runtime in runtimes {
-            _ = try? await runtime.retire().orTimeout(.seconds(1), on: loop).get()
+            do {
+                try await runtime.retire().orTimeout(.seconds(1), on: loop).get()
+            } catch {
+                self.logger.warning("\(runtime.file.displayName) did not stop within 1 s; exiting without it: \(error)")
+            }
         }
         _ = try? await loop.makeFutureWithTask { await self.scriptLoops.release(keeping: []) }
             .orTimeout(.seconds(1), on: loop).get()

@@ -58,9 +58,18 @@ final class SessionJournal: Sendable {
         var restored: [RestoredSession] = []
         for row in sessions {
             guard let id = row.column("id")?.string, let epoch = row.column("epoch")?.string,
-                let settingsText = row.column("settings")?.string,
-                let settings = try? JSONDecoder().decode(SessionSettings.self, from: Data(settingsText.utf8))
-            else { continue }
+                let settingsText = row.column("settings")?.string
+            else {
+                self.logger.error("session journal: skipping a session row without id, epoch or settings")
+                continue
+            }
+            let settings: SessionSettings
+            do {
+                settings = try JSONDecoder().decode(SessionSettings.self, from: Data(settingsText.utf8))
+            } catch {
+                self.logger.error("session journal: skipping session \(id): its settings do not decode: \(error)")
+                continue
+            }
             let events = try await self.connection.query(
                 "SELECT seq, body, at FROM events WHERE session = ? ORDER BY seq",
                 [.text(id)]
