@@ -23,8 +23,11 @@ final class Connection: Sendable {
     /// `session = { ... }`, or its endpoint's history (`history = { ... }`).
     let follows: FollowedLog?
     /// What changes over the client's life on its I/O loop.
-    let onLoop: NIOLoopBoundBox<ConnectionLoopState>
+    /// A reference that may only be followed on the loop (`NIOLoopBound`, not a box: one
+    /// allocation less per client).
+    let onLoop: NIOLoopBound<ConnectionLoopState>
 
+    /// Must run on the channel's loop, where its loop state is created.
     init(
         id: UInt64,
         channel: any Channel,
@@ -46,7 +49,7 @@ final class Connection: Sendable {
         self.auth = auth
         self.slot = slot
         self.follows = follows
-        self.onLoop = .makeBoxSendingValue(ConnectionLoopState(channel: channel), eventLoop: channel.eventLoop)
+        self.onLoop = NIOLoopBound(ConnectionLoopState(channel: channel), eventLoop: channel.eventLoop)
     }
 
     /// Starts the closing handshake after whatever is already queued for the client; safe from any thread.
