@@ -134,6 +134,20 @@ final class CheckScriptsTests: XCTestCase {
         )
     }
 
+    func testCommentedOutDefinitionsDoNotMisplaceTheLine() async throws {
+        let errors = try await self.errors([
+            "c.lua": """
+            -- endpoint { path = "/old", keepalive = { timeout = 1 } }
+            return endpoint {
+              path = "/c",
+              -- keepalive = { timeout = 5 },
+              keepalive = { timeout = 0 },
+            }
+            """,
+        ])
+        XCTAssertEqual(errors.first?.description, "scripts/c.lua:5: endpoint: 'keepalive.timeout' must be a number of seconds > 0")
+    }
+
     func testTheSecondOfTwoDefinitionsIsNamedAtItsOwnField() async throws {
         let errors = try await self.errors([
             "two.lua": """

@@ -64,10 +64,24 @@ struct DefinitionSource {
             }
             var after = index + word.count
             guard after == self.bytes.count || !Self.isNamePart(self.bytes[after]) else { continue }
+            guard !self.isInLineComment(index) else { continue }
             while after < self.bytes.count, Self.isSpace(self.bytes[after]) { after += 1 }
             if accepts(self.bytes, after) { return index }
         }
         return nil
+    }
+
+    /// After `--` on its line (a comment, or now and then a string holding `--`, which only
+    /// costs a more general line in the error).
+    private func isInLineComment(_ index: Int) -> Bool {
+        var position = index
+        while position > 0, self.bytes[position - 1] != UInt8(ascii: "\n") {
+            if position >= 2, self.bytes[position - 1] == UInt8(ascii: "-"), self.bytes[position - 2] == UInt8(ascii: "-") {
+                return true
+            }
+            position -= 1
+        }
+        return false
     }
 
     private func line(of index: Int) -> Int {
