@@ -220,7 +220,9 @@ final class ScriptIsolationTests: HostTestCase {
                   text = text_ok and text_ok() or "refused",
                   bytecode = chunk == nil and "refused" or "loaded",
                   err = tostring(err),
-                  io = type(io), require = type(require), dofile = type(dofile), loadfile = type(loadfile),
+                  io = type(io), dofile = type(dofile), loadfile = type(loadfile),
+                  -- require is the host's: it reads lib/ in the scripts folder, never a library or C module.
+                  require_io = select(2, pcall(require, "io")), require_debug = select(2, pcall(require, "debug")),
                   execute = type(os.execute), debug = type(debug), package = type(package),
                 }
               end,
@@ -232,8 +234,12 @@ final class ScriptIsolationTests: HostTestCase {
         XCTAssertEqual(result["text"] as? Int, 2)
         XCTAssertEqual(result["bytecode"] as? String, "refused")
         XCTAssertTrue((result["err"] as? String ?? "").contains("binary"), "\(result)")
-        for name in ["io", "require", "dofile", "loadfile", "execute", "debug", "package"] {
+        for name in ["io", "dofile", "loadfile", "execute", "debug", "package"] {
             XCTAssertEqual(result[name] as? String, "nil", name)
+        }
+        for name in ["io", "debug"] {
+            let refusal = result["require_" + name] as? String ?? ""
+            XCTAssertTrue(refusal.hasSuffix("module '\(name)' not found: no scripts/lib/\(name).lua"), refusal)
         }
     }
 }

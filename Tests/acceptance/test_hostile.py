@@ -163,7 +163,8 @@ return endpoint {
         os_execute = os.execute == nil,
         io = io == nil,
         io_open = io == nil or io.open == nil,
-        require = require == nil,
+        -- require reads modules from the scripts folder's lib/ only, never a library or C module
+        require = not pcall(require, "io") and not pcall(require, "os") and not pcall(require, "../sandbox"),
         dofile = dofile == nil,
         loadfile = loadfile == nil,
         package = package == nil,

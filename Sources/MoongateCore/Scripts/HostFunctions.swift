@@ -23,6 +23,7 @@ enum HostFunctions {
             ("env", { state in HostFunctions.env(ScriptContext.current(state!)) }),
             ("read_file", { state in HostFunctions.readFile(ScriptContext.current(state!)) }),
             ("file_mtime", { state in HostFunctions.fileModificationTime(ScriptContext.current(state!)) }),
+            ("read_module", { state in HostFunctions.readModule(ScriptContext.current(state!)) }),
             ("emit", { state in HostFunctions.emit(ScriptContext.current(state!)) }),
             ("close_session", { state in HostFunctions.closeSession(ScriptContext.current(state!)) }),
             ("session_status", { state in HostFunctions.sessionStatus(ScriptContext.current(state!)) }),
@@ -179,6 +180,33 @@ enum HostFunctions {
         }
         data.withUnsafeBytes { context.lua.push(bytes: $0) }
         return 1
+    }
+
+    /// host.read_module(name) -> source, chunk name; or nil, why. `util.time` is `lib/util/time.lua`
+    /// in the script's folder; the name allows no way out of `lib/`.
+    private static func readModule(_ context: ScriptContext) -> Int32 {
+        guard let name = context.lua.string(at: 1) else {
+            return fail(context, "require expects a module name")
+        }
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } })
+        else {
+            context.lua.pushNil()
+            context.lua.push(#"require: '\#(name)' is not a module name (letters, digits and _, parts joined by dots, as in "util.time")"#)
+            return 2
+        }
+        let relative = "lib/" + parts.joined(separator: "/") + ".lua"
+        let folder = context.file.displayName.split(separator: "/").dropLast().joined(separator: "/")
+        let chunkName = folder.isEmpty ? relative : folder + "/" + relative
+        guard let source = FileManager.default.contents(atPath: context.file.directory + "/" + relative) else {
+            context.lua.pushNil()
+            context.lua.push("module '\(name)' not found: no \(chunkName)")
+            return 2
+        }
+        source.withUnsafeBytes { context.lua.push(bytes: $0) }
+        context.lua.push(chunkName)
+        context.moduleSources += Array(chunkName.utf8) + [0] + Array(source) + [0]
+        return 2
     }
 
     /// host.file_mtime(path): modification time in seconds, or nil if there is no such file.

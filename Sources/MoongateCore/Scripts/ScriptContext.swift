@@ -26,6 +26,8 @@ final class ScriptContext {
     }
 
     let file: ScriptFile
+    /// Each module `require` read while the script loaded, as its chunk name and source.
+    var moduleSources: [UInt8] = []
     let services: HostServices
     let lua: LuaState
     private(set) var specs: [EndpointSpec]

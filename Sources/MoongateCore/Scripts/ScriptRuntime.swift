@@ -8,13 +8,23 @@ import NIOWebSocket
 final class ScriptRuntime: Sendable {
     let file: ScriptFile
     let specs: [EndpointSpec]
+    /// The script's source followed by every module it required while loading: what a reload
+    /// compares to tell a changed endpoint from an unchanged one.
+    let loadedSource: [UInt8]
     let loop: any EventLoop
     /// nil once retired: late work is forwarded to whichever runtime now serves the endpoint.
     private let context: NIOLoopBoundBox<ScriptContext?>
 
-    private init(file: ScriptFile, specs: [EndpointSpec], loop: any EventLoop, context: NIOLoopBoundBox<ScriptContext?>) {
+    private init(
+        file: ScriptFile,
+        specs: [EndpointSpec],
+        loadedSource: [UInt8],
+        loop: any EventLoop,
+        context: NIOLoopBoundBox<ScriptContext?>
+    ) {
         self.file = file
         self.specs = specs
+        self.loadedSource = loadedSource
         self.loop = loop
         self.context = context
     }
@@ -26,6 +36,7 @@ final class ScriptRuntime: Sendable {
             return ScriptRuntime(
                 file: file,
                 specs: context.specs,
+                loadedSource: file.source + context.moduleSources,
                 loop: loop,
                 context: NIOLoopBoundBox(context, eventLoop: loop)
             )

@@ -300,4 +300,28 @@ function load(chunk, name, mode, environment)
   return raw_load(chunk, name, "t", environment)  -- text only: bytecode can break the sandbox
 end
 
+-- Modules: require("util.time") runs DIR/lib/util/time.lua in this state, once, and returns what
+-- it returned (true if nothing). A fresh state on every reload reads them again.
+local modules = {}        -- name -> its value; LOADING while its chunk runs
+local LOADING = {}
+function require(name)
+  if type(name) ~= "string" then error("require expects a module name, got " .. type(name), 2) end
+  local value = modules[name]
+  if value == LOADING then error("module '" .. name .. "' is required again while it loads (a cycle)", 2) end
+  if value ~= nil then return value end
+  local source, chunk_name = host.read_module(name)
+  if source == nil then error(chunk_name, 2) end
+  local chunk, problem = raw_load(source, "@" .. chunk_name, "t")
+  if chunk == nil then error(problem, 0) end  -- already "file:line: ..." in the module
+  modules[name] = LOADING
+  local ok, result = pcall(chunk, name)
+  if not ok then
+    modules[name] = nil
+    error(result, 0)
+  end
+  if result == nil then result = true end
+  modules[name] = result
+  return result
+end
+
 return dispatch

@@ -59,11 +59,11 @@ extension MoongateServer {
                 slot: slot,
                 pattern: slot.pattern,
                 definition: binding?.spec,
-                source: binding?.runtime.file.source
+                source: binding?.runtime.loadedSource
             )
         }
         let declared = runtimes.map { runtime in
-            runtime.specs.map { ReloadPlan<EndpointSlot, EndpointSpec>.Declared(path: $0.path, definition: $0, source: runtime.file.source) }
+            runtime.specs.map { ReloadPlan<EndpointSlot, EndpointSpec>.Declared(path: $0.path, definition: $0, source: runtime.loadedSource) }
         }
         let plan = ReloadPlan(current: current, declared: declared)
         var newSlots: [EndpointSlot] = []

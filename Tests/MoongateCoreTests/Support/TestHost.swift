@@ -54,7 +54,9 @@ final class TestHost: Sendable {
         let directory = root.appendingPathComponent("scripts", isDirectory: true)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         for (name, source) in files {
-            try Data(source.utf8).write(to: directory.appendingPathComponent(name))
+            let file = directory.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try Data(source.utf8).write(to: file)
         }
         return directory
     }
@@ -77,7 +79,9 @@ final class TestHost: Sendable {
     }
 
     func write(file: String, source: String) throws {
-        try Data(source.utf8).write(to: self.directory.appendingPathComponent(file))
+        let url = self.directory.appendingPathComponent(file)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try Data(source.utf8).write(to: url)
     }
 
     func remove(file: String) throws {
