@@ -64,17 +64,14 @@ final class OutboundGate {
         // The common case, an open client, without a mutating call into the machine.
         let action: ConnectionStateMachine.BroadcastAction = self.machine.isOpen ? .write : self.machine.broadcastArrived(frame)
         switch action {
-        case .write:
+        case .write where flushNow:
             guard let encoded = self.encoded else { return false }
-            if flushNow {
-                // One trip down the pipeline instead of two: the common case of a broadcast.
-                self.unflushedBytes = 0
-                encoded.writeAndFlush(NIOAny(frame), promise: nil)
-            } else {
-                encoded.write(NIOAny(frame), promise: nil)
-                self.wrote(frame.readableBytes)
-            }
+            // One trip down the pipeline instead of two: the common case of a broadcast.
+            self.unflushedBytes = 0
+            encoded.writeAndFlush(NIOAny(frame), promise: nil)
             return true
+        case .write:
+            return self.write(serialized: frame)
         case .held:
             return true
         case .drop:

@@ -28,32 +28,32 @@ final class Fanout: Sendable {
 
     /// Offers `frame` (a complete serialised frame) to every member on `loop` whose path is
     /// `pathFilter` (all without one); returns how many get it. With `flushEach` each write is
-    /// flushed at once; otherwise `touched` collects the gates that owe a flush. Must run on `loop`.
+    /// flushed at once; otherwise `pending` collects the gates that owe a flush. Must run on `loop`.
     func deliver(
         _ frame: ByteBuffer,
         on loop: any EventLoop,
         pathFilter: String?,
         flushEach: Bool,
-        touched: inout [OutboundGate]
+        pending: inout PendingFlushes
     ) -> Int {
         guard let box = self.box(for: loop) else { return 0 }
         let members = box.value
         var deliveries = 0
         if let pathFilter {
             for (connection, outbound) in zip(members.connections, members.gates) where connection.path == pathFilter {
-                deliveries += Self.offer(frame, to: outbound, flushNow: flushEach, touched: &touched)
+                deliveries += Self.offer(frame, to: outbound, flushNow: flushEach, pending: &pending)
             }
         } else {
             for outbound in members.gates {
-                deliveries += Self.offer(frame, to: outbound, flushNow: flushEach, touched: &touched)
+                deliveries += Self.offer(frame, to: outbound, flushNow: flushEach, pending: &pending)
             }
         }
         return deliveries
     }
 
-    private static func offer(_ frame: ByteBuffer, to outbound: OutboundGate, flushNow: Bool, touched: inout [OutboundGate]) -> Int {
-        if !flushNow, outbound.unflushedBytes == 0 {
-            touched.append(outbound)
+    private static func offer(_ frame: ByteBuffer, to outbound: OutboundGate, flushNow: Bool, pending: inout PendingFlushes) -> Int {
+        if !flushNow {
+            pending.willWrite(to: outbound)
         }
         return outbound.deliver(broadcast: frame, flushNow: flushNow) ? 1 : 0
     }

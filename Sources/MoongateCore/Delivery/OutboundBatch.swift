@@ -83,11 +83,9 @@ struct OutboundBatch {
     /// `OutboundGate`; each gate written to is flushed once when the batch is done (a long burst
     /// is flushed as it goes, see `OutboundGate.flushThreshold`).
     static func perform(_ operations: [Operation], on loop: any EventLoop) {
-        var touched: [OutboundGate] = []
+        var pending = PendingFlushes()
         func write(_ frame: WebSocketFrame, to connection: Connection, through outbound: OutboundGate) {
-            if outbound.unflushedBytes == 0 {
-                touched.append(outbound)
-            }
+            pending.willWrite(to: outbound)
             if outbound.write(frame) {
                 connection.slot.metrics.sent(bytes: frame.length)
             }
@@ -113,9 +111,7 @@ struct OutboundBatch {
                         first.append(initial)
                     }
                 }
-                if outbound.unflushedBytes == 0 {
-                    touched.append(outbound)
-                }
+                pending.willWrite(to: outbound)
                 if outbound.join(first: first) {
                     connection.slot.metrics.sent(bytes: first.reduce(0) { $0 + $1.length })
                     connection.updateSessionCursor()
@@ -123,7 +119,7 @@ struct OutboundBatch {
             case .broadcast(let fanout, let frame, let pathFilter):
                 // When nothing after this in the batch writes, each recipient is flushed as it is
                 // written: its later flush would find nothing else to send.
-                let deliveries = fanout.deliver(frame, on: loop, pathFilter: pathFilter, flushEach: index == lastWrite, touched: &touched)
+                let deliveries = fanout.deliver(frame, on: loop, pathFilter: pathFilter, flushEach: index == lastWrite, pending: &pending)
                 if deliveries > 0 {
                     fanout.metrics.deliveries.increment(by: deliveries)
                     fanout.metrics.sent(messages: deliveries, bytes: deliveries * frame.readableBytes)
@@ -134,9 +130,7 @@ struct OutboundBatch {
                 connection.onLoop.value.outbound.scriptFinished()
             }
         }
-        for outbound in touched {
-            outbound.flushIfNeeded()
-        }
+        pending.flush()
     }
 }
 

@@ -67,7 +67,7 @@ private struct DefinitionReader {
             // Opening runs no script code: no on_open, no watcher snapshot, and an initial payload
             // that is absent or a string (a table may change between clients, so it is encoded each time).
             fixedOpen: !has("on_open") && watchEvery == nil && (initial == .nil || initial == .string),
-            initialText: initial == .string ? try self.text("initial", what: "'initial'") : nil,
+            initialText: try self.text("initial", what: "'initial'"),
             watchEvery: watchEvery,
             handlerTypes: handlerTypes,
             onText: has("on_text"),
@@ -103,8 +103,7 @@ private struct DefinitionReader {
     }
 
     private func path() throws(Violation) -> String {
-        let path = self.lua.withField("path", ofTableAt: self.table) { self.lua.type(at: -1) } == .string ? try self.text("path", what: "'path'") : nil
-        guard let path, path.hasPrefix("/") else {
+        guard let path = try self.text("path", what: "'path'"), path.hasPrefix("/") else {
             throw Violation(message: "'path' must be a string starting with '/'", field: ["path"])
         }
         // Lua's %s: space, \t, \n, \v, \f, \r.
@@ -177,10 +176,11 @@ private struct DefinitionReader {
     }
 
     private func maxMessageSize() throws(Violation) -> Int? {
-        guard self.lua.withField("max_message_size", ofTableAt: self.table, { self.lua.type(at: -1) }) != .nil else { return nil }
-        guard let size = self.lua.withField("max_message_size", ofTableAt: self.table, { Self.finite(self.lua.number(at: -1)) }),
-            Self.isWhole(size)
-        else {
+        let (type, size) = self.lua.withField("max_message_size", ofTableAt: self.table) {
+            (self.lua.type(at: -1), Self.finite(self.lua.number(at: -1)))
+        }
+        guard type != .nil else { return nil }
+        guard let size, Self.isWhole(size) else {
             throw Violation(message: "'max_message_size' must be a whole number of bytes", field: ["max_message_size"])
         }
         return Int(size)
@@ -304,11 +304,13 @@ private struct DefinitionReader {
         value >= 1 && value.rounded() == value && value < 0x1p62
     }
 
-    /// The definition's string field `name`, which must be UTF-8 (it ends up in paths and text frames).
-    private func text(_ name: String, what: String) throws(Violation) -> String {
-        let text = self.lua.withField(name, ofTableAt: self.table) {
-            self.lua.withBytes(at: -1) { String(validating: $0, as: UTF8.self) } ?? nil
+    /// The definition's field `name` if it is a string (nil otherwise), which must be UTF-8: it
+    /// ends up in paths and text frames.
+    private func text(_ name: String, what: String) throws(Violation) -> String? {
+        let text: String?? = self.lua.withField(name, ofTableAt: self.table) {
+            self.lua.withBytes(at: -1) { String(validating: $0, as: UTF8.self) }
         }
+        guard let text else { return nil }
         guard let text else { throw Violation(message: "\(what) must be valid UTF-8", field: [name]) }
         return text
     }

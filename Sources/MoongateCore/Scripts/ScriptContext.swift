@@ -26,7 +26,7 @@ final class ScriptContext {
     }
 
     let file: ScriptFile
-    /// Each module `require` read while the script loaded, as its chunk name and source.
+    /// Each module `require` has read, as its chunk name and source (each once: modules are cached).
     var moduleSources: [UInt8] = []
     let services: HostServices
     let lua: LuaState
