@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Every test Moongate has: syntax checks of the Lua and JavaScript it ships, the Swift suites (unit and real-socket integration), the acceptance
-# tests driving the built binary with Python's `websockets` client and headless Chromium (Selenium),
+# tests driving the built binary with Python's `websockets` client and headless Chromium (Selenium)
+# (the cluster tests on a throwaway PostgreSQL they start themselves),
 # and Autobahn's protocol cases against /echo (via kosoku). Ends with one line: "moongate: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash .ci/install-deps --browser
+bash .ci/install-deps --tests
 python3 -m pip install --quiet --disable-pip-version-check websockets pytest kosoku selenium 2>&1 \
   | grep -v "Running pip as the 'root' user" || true
 

@@ -48,6 +48,18 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(
         name: .long,
+        help: "Share sessions with other hosts through PostgreSQL: postgres://USER:PASSWORD@HOST:PORT/DATABASE (default: $MOONGATE_CLUSTER)."
+    )
+    var cluster: String?
+
+    @Option(name: .long, help: "PostgreSQL schema for the cluster's tables, so that they can share a database.")
+    var clusterSchema: String = "moongate"
+
+    @Option(name: .long, help: "This host's name in the cluster (default: host name and port).")
+    var nodeId: String?
+
+    @Option(
+        name: .long,
         help: "A browser origin allowed to connect (repeatable): same-origin (default), * or e.g. https://app.example.com. Endpoints may list their own."
     )
     var allowedOrigin: [String] = []
@@ -98,7 +110,7 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = self.logging.bootstrap()
         FileDescriptorLimit.raiseToMaximum()
-        let configuration = ServerConfiguration(
+        var configuration = ServerConfiguration(
             host: self.host,
             port: self.port,
             scriptsDirectory: self.scripts.directory,
@@ -120,6 +132,9 @@ struct ServeCommand: AsyncParsableCommand {
             adminHost: self.adminHost,
             console: self.console
         )
+        if let url = self.cluster ?? ProcessInfo.processInfo.environment["MOONGATE_CLUSTER"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            configuration.cluster = ClusterConfiguration(url: url, schema: self.clusterSchema, nodeID: self.nodeId)
+        }
         let server = MoongateServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(
             configuration: .init(

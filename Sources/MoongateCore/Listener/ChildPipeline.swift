@@ -24,6 +24,8 @@ struct ChildPipeline: Sendable {
         /// The endpoint as the gate read it, once: the upgrade serves that same definition even
         /// if a reload swaps the binding in between.
         var admitted: (route: (slot: EndpointSlot, params: [String: String]), binding: EndpointBinding)?
+        /// The session the client follows, found (or in a cluster, loaded) before the 101.
+        var session: Session?
     }
 
     private var endpoints: EndpointTable { self.services.endpoints }
@@ -56,7 +58,14 @@ struct ChildPipeline: Sendable {
                     return self.startConsoleFeed(channel)
                 }
                 guard let admitted = handshake.value.admitted else { return channel.close() }
-                return self.upgrade(channel, head: head, route: admitted.route, binding: admitted.binding, auth: handshake.value.auth)
+                return self.upgrade(
+                    channel,
+                    head: head,
+                    route: admitted.route,
+                    binding: admitted.binding,
+                    session: handshake.value.session,
+                    auth: handshake.value.auth
+                )
             }
         )
         try self.addHTTP(to: channel, upgrader: upgrader, handler: self.httpHandler(role: role, channel: channel) { handshake.value.refusal })
@@ -173,6 +182,35 @@ struct ChildPipeline: Sendable {
             return loop.makeSucceededFuture(nil)
         }
         handshake.value.admitted = (route, binding)
+        let authorized = self.authorize(head, target: target, route: route, binding: binding, remote: remote, handshake: handshake, on: loop)
+        guard let settings = binding.spec.session, let id = Self.sessionID(spec: binding.spec, params: route.params, target: target)
+        else {
+            return authorized
+        }
+        // Only an admitted client gets its session found or created.
+        return authorized.flatMap { headers in
+            guard let headers else { return loop.makeSucceededFuture(nil) }
+            return self.sessions.follow(id, settings: settings, on: loop).hop(to: loop).map { session in
+                handshake.value.session = session
+                return headers
+            }.flatMapError { error in
+                self.logger.warning("refused a client of session \(id): \(error)")
+                handshake.value.refusal = .error(.serviceUnavailable, "\(error)")
+                return loop.makeSucceededFuture(nil)
+            }
+        }
+    }
+
+    /// Runs the endpoint's `authorize`, if it has one; the headers of the 101, or nil (refused).
+    private func authorize(
+        _ head: HTTPRequestHead,
+        target: RequestTarget,
+        route: (slot: EndpointSlot, params: [String: String]),
+        binding: EndpointBinding,
+        remote: String?,
+        handshake: NIOLoopBoundBox<Handshake>,
+        on loop: any EventLoop
+    ) -> EventLoopFuture<HTTPHeaders?> {
         guard binding.spec.authorize else {
             return loop.makeSucceededFuture(HTTPHeaders())
         }
@@ -204,6 +242,7 @@ struct ChildPipeline: Sendable {
         head: HTTPRequestHead,
         route: (slot: EndpointSlot, params: [String: String]),
         binding: EndpointBinding,
+        session: Session?,
         auth: String?
     ) -> EventLoopFuture<Void> {
         let target = RequestTarget(uri: head.uri)
@@ -215,7 +254,7 @@ struct ChildPipeline: Sendable {
             query: target.query,
             headers: head.headers,
             slot: route.slot,
-            follows: self.followedLog(binding: binding, route: route, target: target),
+            follows: session.map(FollowedLog.session) ?? route.slot.history.map(FollowedLog.endpointHistory),
             auth: auth
         )
         let declaredLimit = binding.spec.maxMessageSize
@@ -238,18 +277,6 @@ struct ChildPipeline: Sendable {
                 ),
             ])
         }
-    }
-
-    /// The session the client named, else its endpoint's history, if the endpoint keeps one.
-    private func followedLog(
-        binding: EndpointBinding,
-        route: (slot: EndpointSlot, params: [String: String]),
-        target: RequestTarget
-    ) -> FollowedLog? {
-        if let settings = binding.spec.session, let id = Self.sessionID(spec: binding.spec, params: route.params, target: target) {
-            return .session(self.sessions.session(id, creatingWith: settings))
-        }
-        return route.slot.history.map(FollowedLog.endpointHistory)
     }
 
     /// RFC 6455: the key is 16 random bytes in base64; NIO's upgrader only checks it is there.

@@ -68,13 +68,12 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head = self.request else { return }
             self.request = nil
-            let reply = self.route(head)
-            if let after = reply.after {
+            let reply = self.route(head, on: context.eventLoop)
+            if let later = reply.later {
                 let loopBoundContext = context.loopBound
                 let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
-                after.hop(to: context.eventLoop).whenComplete { result in
-                    let reply = (try? result.get()).map { reply }
-                        ?? .error(.internalServerError, "the events were appended but could not be journaled")
+                later.hop(to: context.eventLoop).whenComplete { result in
+                    let reply = (try? result.get()) ?? .error(.internalServerError, "the request failed")
                     loopBoundSelf.value.respond(reply, to: head, context: loopBoundContext.value)
                 }
             } else {
@@ -93,7 +92,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func route(_ head: HTTPRequestHead) -> HTTPReply {
+    private func route(_ head: HTTPRequestHead, on loop: any EventLoop) -> HTTPReply {
         let target = RequestTarget(uri: head.uri)
         if target.path == "/healthz" {
             return head.method == .GET || head.method == .HEAD ? .text(.ok, "ok\n") : .methodNotAllowed("GET")
@@ -117,7 +116,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         if case .admin = self.role {
             return .text(.notFound, "the admin listener serves /healthz, /readyz, /metrics and /console\n")
         }
-        if let reply = self.sessionsAPI.handle(head, target: target, body: self.bodyTooLarge ? nil : self.body) {
+        if let reply = self.sessionsAPI.handle(head, target: target, body: self.bodyTooLarge ? nil : self.body, on: loop) {
             return reply
         }
         if let route = self.endpoints.route(target.path) {
@@ -228,8 +227,15 @@ struct HTTPReply: Sendable {
     var contentType: String
     var body: String
     var headers = HTTPHeaders()
-    /// Sent only once this completes (a journal write, say).
-    var after: EventLoopFuture<Void>?
+    /// A reply that waits on storage (the journal, the cluster's log): what is sent is what this
+    /// brings, and the other fields are unused.
+    var later: EventLoopFuture<HTTPReply>?
+
+    static func later(_ reply: EventLoopFuture<HTTPReply>) -> HTTPReply {
+        var placeholder = HTTPReply.text(.internalServerError, "")
+        placeholder.later = reply
+        return placeholder
+    }
 
     static func text(_ status: HTTPResponseStatus, _ body: String) -> HTTPReply {
         HTTPReply(status: status, contentType: "text/plain; charset=utf-8", body: body)

@@ -250,7 +250,7 @@ enum HostFunctions {
         guard let id = context.lua.string(at: 1) else {
             return fail(context, "close_session expects a session id")
         }
-        context.services.sessions.existing(id)?.close()
+        context.services.sessions.close(id)
         return 0
     }
 
@@ -259,7 +259,7 @@ enum HostFunctions {
         guard let id = context.lua.string(at: 1) else {
             return fail(context, "session_status expects a session id")
         }
-        context.lua.push(context.services.sessions.existing(id)?.status.json)
+        context.lua.push(context.services.sessions.statusAndWait(id)?.json)
         return 1
     }
 

@@ -57,6 +57,21 @@ public final class MoongateServer: Sendable {
     /// Returns the bound port.
     @discardableResult
     public func start() async throws -> Int {
+        if let settings = self.configuration.cluster {
+            guard self.configuration.journalPath == nil else {
+                throw ClusterStartupCheck.Failure(reason: "--journal and --cluster exclude each other: the cluster keeps sessions in PostgreSQL")
+            }
+            let cluster = try await Cluster.start(
+                url: settings.url,
+                schema: settings.schema,
+                nodeID: settings.nodeID,
+                loop: self.ioGroup.next(),
+                logger: self.logger
+            )
+            self.sessions.attach(cluster)
+            cluster.startListening { [sessions] ids in sessions.pull(ids, cluster: cluster) }
+            self.logger.info("cluster: sessions in PostgreSQL at \(cluster.url), schema \(settings.schema)")
+        }
         let runtimes = try await ScriptLoader.load(
             directory: self.configuration.scriptsDirectory,
             loops: self.scriptLoops,
@@ -87,6 +102,13 @@ public final class MoongateServer: Sendable {
         }
         self.readiness.withLockedValue { $0 = true }
         let port = channel.localAddress?.port ?? self.configuration.port
+        if let cluster = self.sessions.cluster {
+            cluster.startHeartbeat(
+                address: "\(self.configuration.host):\(port)",
+                connections: { [connections] in connections.count },
+                followed: { [sessions] in sessions.followed }
+            )
+        }
         let scheme = self.configuration.tlsFiles == nil ? "ws" : "wss"
         self.logger.info(
             "listening on \(scheme)://\(self.configuration.host):\(port)",
@@ -149,6 +171,10 @@ public final class MoongateServer: Sendable {
             }
         }
         await self.sessions.closeJournal()
+        if let cluster = self.sessions.cluster {
+            await cluster.nodes.leave()
+            cluster.stop()
+        }
         // A script stuck in C (a runaway pattern match, say) cannot be interrupted: do not let it
         // hold the exit hostage.
         let runtimes = self.state.withLockedValue { $0.runtimes }

@@ -39,6 +39,8 @@ public struct ServerConfiguration: Sendable {
     public var adminHost: String
     /// The web console (`/console`, live over `/console/live`); see ``ConsoleAccess`` for who sees it.
     public var console: Bool
+    /// Sessions shared with other hosts through PostgreSQL (`--cluster`); nil: this host alone.
+    public var cluster: ClusterConfiguration?
 
     var tlsFiles: TLSFiles? {
         guard let certificate = self.tlsCertificatePath, let key = self.tlsKeyPath else { return nil }
@@ -87,5 +89,21 @@ public struct ServerConfiguration: Sendable {
         self.adminPort = adminPort
         self.adminHost = adminHost
         self.console = console
+    }
+}
+
+/// `moongate serve --cluster URL [--cluster-schema NAME] [--node-id NAME]`.
+public struct ClusterConfiguration: Sendable {
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`, with `?sslmode=` and `?host=/socket/dir`.
+    public var url: String
+    /// The PostgreSQL schema that holds the host's tables, so that they can share a database.
+    public var schema: String
+    /// This host's name among the nodes; nil: its host name and port.
+    public var nodeID: String?
+
+    public init(url: String, schema: String = "moongate", nodeID: String? = nil) {
+        self.url = url
+        self.schema = schema
+        self.nodeID = nodeID
     }
 }

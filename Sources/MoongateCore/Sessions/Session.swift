@@ -13,13 +13,22 @@ struct SessionEvent: Sendable {
 enum SessionError: Error, Equatable, CustomStringConvertible {
     case closed(String)
     case invalid(String)
+    /// Where the event would be stored cannot take it now (the cluster's database is down, say):
+    /// nothing was accepted.
+    case unavailable(String)
 
     var description: String {
         switch self {
         case .closed(let id): return "session \(id) is closed"
-        case .invalid(let reason): return reason
+        case .invalid(let reason), .unavailable(let reason): return reason
         }
     }
+}
+
+/// An event safely stored, and where: its session's epoch and its seq.
+struct CommittedEvent: Sendable, Equatable {
+    let epoch: String
+    let seq: UInt64
 }
 
 /// A named stream of events with sequence numbers 1, 2, 3, ... and an epoch fixed at creation.
@@ -39,6 +48,10 @@ final class Session: Sendable {
         var closedAt: NIODeadline?
         var lastActivity: NIODeadline
         var subscribers: [UInt64: Connection] = [:]
+        /// In a cluster: a pull of this session is under way, and whether another was asked for
+        /// meanwhile.
+        var pulling = false
+        var pullAgain = false
     }
 
     init(id: String, settings: SessionSettings, journal: SessionJournal? = nil, now: NIODeadline = .now()) {
@@ -50,8 +63,9 @@ final class Session: Sendable {
         journal?.recordSession(self)
     }
 
-    /// A session as the journal kept it across a restart: same epoch, same seqs.
-    init(restoring restored: RestoredSession, journal: SessionJournal, now: NIODeadline = .now()) {
+    /// A session as the journal kept it across a restart, or as the cluster's log holds it: same
+    /// epoch, same seqs.
+    init(restoring restored: RestoredSession, journal: SessionJournal?, now: NIODeadline = .now()) {
         self.id = restored.id
         self.epoch = restored.epoch
         self.settings = restored.settings
@@ -64,6 +78,7 @@ final class Session: Sendable {
         for event in restored.events {
             let text = ByteBuffer(string: event.body)
             state.events.append(SessionEvent(seq: event.seq, text: text, time: monotonic(event.at)))
+            state.lastSeq = event.seq
             state.bytes += text.readableBytes
         }
         state.lastSeq = max(restored.lastSeq, restored.events.last?.seq ?? 0)
@@ -71,34 +86,36 @@ final class Session: Sendable {
         self.state = NIOLockedValueBox(state)
     }
 
-    private static func makeEpoch() -> String {
+    static func makeEpoch() -> String {
         var generator = SystemRandomNumberGenerator()
         return (0..<2).map { _ in String(generator.next() as UInt64, radix: 16) }.joined()
     }
 
     struct Appended {
-        /// Lets each subscriber pull the new event: one hop per I/O loop, as an outbound batch makes.
-        func wakeSubscribers() {
-            if self.subscribers.count == 1, let only = self.subscribers.first {
-                only.channel.eventLoop.execute { only.deliverSessionEvents() }
-                return
-            }
-            var byLoop: [ObjectIdentifier: (loop: any EventLoop, subscribers: [Connection])] = [:]
-            for subscriber in self.subscribers {
-                let loop = subscriber.channel.eventLoop
-                byLoop[ObjectIdentifier(loop), default: (loop, [])].subscribers.append(subscriber)
-            }
-            for (loop, subscribers) in byLoop.values {
-                loop.execute {
-                    subscribers.forEach { $0.deliverSessionEvents() }
-                }
-            }
-        }
+        func wakeSubscribers() { Session.wake(self.subscribers) }
 
         let seq: UInt64
         let subscribers: [Connection]
         /// Completes once the event is in the journal (nil without one).
         let journaled: EventLoopFuture<Void>?
+    }
+
+    /// Lets each subscriber pull what is new: one hop per I/O loop, as an outbound batch makes.
+    static func wake(_ subscribers: [Connection]) {
+        if subscribers.count == 1, let only = subscribers.first {
+            only.channel.eventLoop.execute { only.deliverSessionEvents() }
+            return
+        }
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, subscribers: [Connection])] = [:]
+        for subscriber in subscribers {
+            let loop = subscriber.channel.eventLoop
+            byLoop[ObjectIdentifier(loop), default: (loop, [])].subscribers.append(subscriber)
+        }
+        for (loop, subscribers) in byLoop.values {
+            loop.execute {
+                subscribers.forEach { $0.deliverSessionEvents() }
+            }
+        }
     }
 
     /// Appends a JSON object (already validated as one) and returns its seq and who to notify.
@@ -152,6 +169,63 @@ final class Session: Sendable {
         }
     }
 
+    /// In a cluster: takes in what a pull of the log brought, in seq order after what is held
+    /// (events the log no longer has are dropped here too), and returns who to wake.
+    func absorb(_ pulled: ClusterLog.Pulled, now: NIODeadline = .now()) -> [Connection] {
+        self.state.withLockedValue { state in
+            let before = (state.lastSeq, state.closedAt != nil)
+            let wallNow = Date().timeIntervalSince1970
+            for event in pulled.events where event.seq > state.lastSeq {
+                if event.seq != state.lastSeq + 1 {
+                    // The log dropped events this copy never had: keep the rest contiguous.
+                    state.events.removeAll()
+                    state.bytes = 0
+                }
+                let text = ByteBuffer(string: event.body)
+                let time = now - .interval(max(0, wallNow - event.at))
+                state.events.append(SessionEvent(seq: event.seq, text: text, time: time))
+                state.bytes += text.readableBytes
+                state.lastSeq = event.seq
+            }
+            if pulled.lastSeq > state.lastSeq, pulled.events.isEmpty {
+                state.events.removeAll()
+                state.bytes = 0
+                state.lastSeq = pulled.lastSeq
+            }
+            if pulled.closedAt != nil, state.closedAt == nil {
+                state.closedAt = now
+            }
+            self.evict(&state, now: now)
+            return (state.lastSeq, state.closedAt != nil) == before ? [] : Array(state.subscribers.values)
+        }
+    }
+
+    /// True if the caller should pull now; false if a pull is under way (it will run once more).
+    func beginPull() -> Bool {
+        self.state.withLockedValue { state in
+            guard !state.pulling else {
+                state.pullAgain = true
+                return false
+            }
+            state.pulling = true
+            return true
+        }
+    }
+
+    /// True if another pull was asked for while this one ran: the caller pulls again.
+    func endPull(more: Bool) -> Bool {
+        self.state.withLockedValue { state in
+            if more || state.pullAgain {
+                state.pullAgain = false
+                return true
+            }
+            state.pulling = false
+            return false
+        }
+    }
+
+    var hasSubscribers: Bool { self.state.withLockedValue { !$0.subscribers.isEmpty } }
+
     func subscribe(_ connection: Connection) {
         self.state.withLockedValue { $0.subscribers[connection.id] = connection }
     }
@@ -163,11 +237,18 @@ final class Session: Sendable {
         }
     }
 
+    static let copyIdleTime = TimeAmount.seconds(30)
+
     /// Drops events past their age; true once the session may be freed: closed and past its
     /// retention, or idle (no subscriber, nothing held) for as long.
-    func sweep(now: NIODeadline) -> Bool {
+    /// A cluster's copy may go as soon as no client of this host has followed it for a while:
+    /// the log keeps the session.
+    func sweep(now: NIODeadline, isCopy: Bool = false) -> Bool {
         self.state.withLockedValue { state in
             self.evict(&state, now: now)
+            if isCopy {
+                return state.subscribers.isEmpty && !state.pulling && now - state.lastActivity >= Self.copyIdleTime
+            }
             let retention = TimeAmount.interval(self.settings.retain)
             if let closedAt = state.closedAt {
                 return now - closedAt >= retention

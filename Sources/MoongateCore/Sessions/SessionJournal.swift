@@ -85,7 +85,7 @@ final class SessionJournal: Sendable {
                         guard let seq = event.column("seq")?.integer, let body = event.column("body")?.string,
                             let at = event.column("at")?.double
                         else { return nil }
-                        return (UInt64(seq), body, at)
+                        return RestoredEvent(seq: UInt64(seq), body: body, at: at)
                     }
                 )
             )
@@ -145,7 +145,7 @@ final class SessionJournal: Sendable {
     }
 }
 
-/// A session as the journal held it.
+/// A session as the journal or the cluster's log held it.
 struct RestoredSession: Sendable {
     let id: String
     let epoch: String
@@ -153,5 +153,13 @@ struct RestoredSession: Sendable {
     let lastSeq: UInt64
     /// Wall-clock seconds since 1970.
     let closedAt: Double?
-    let events: [(seq: UInt64, body: String, at: Double)]
+    let events: [RestoredEvent]
+}
+
+/// One stored event: its text with its seq stamped in, and when it was appended.
+struct RestoredEvent: Sendable {
+    let seq: UInt64
+    let body: String
+    /// Wall-clock seconds since 1970.
+    let at: Double
 }

@@ -6,6 +6,7 @@ import NIOCore
 final class SessionStore: Sendable {
     private let sessions = NIOLockedValueBox<[String: Session]>([:])
     private let journal = NIOLockedValueBox<SessionJournal?>(nil)
+    private let clusterBox = NIOLockedValueBox<Cluster?>(nil)
     /// Settings for sessions created where no endpoint says otherwise (the HTTP API, say).
     let defaultSettings = NIOLockedValueBox(SessionSettings())
 
@@ -21,6 +22,27 @@ final class SessionStore: Sendable {
             )
             sessions[id] = created
             return created
+        }
+    }
+
+    /// The shared log, when this host is part of a cluster; `SessionStore+Cluster` holds what
+    /// changes then.
+    var cluster: Cluster? { self.clusterBox.withLockedValue { $0 } }
+
+    func attach(_ cluster: Cluster) {
+        self.clusterBox.withLockedValue { $0 = cluster }
+    }
+
+    /// A copy of a session from the cluster's log, unless one is held already (two clients of a
+    /// new session joining at once): the one held wins.
+    func hold(_ restored: RestoredSession) -> (session: Session, isNew: Bool) {
+        self.sessions.withLockedValue { sessions in
+            if let existing = sessions[restored.id] {
+                return (existing, false)
+            }
+            let session = Session(restoring: restored, journal: nil)
+            sessions[restored.id] = session
+            return (session, true)
         }
     }
 
@@ -70,10 +92,80 @@ final class SessionStore: Sendable {
         await journal?.close()
     }
 
-    /// Appends a JSON object to a session (creating it) and wakes its subscribers.
+    /// Appends a JSON object to a session (creating it) and wakes its subscribers, for a script:
+    /// in a cluster this waits for the commit (see `commitAndWait`).
     func emit(into id: String, object text: ByteBuffer, settings: SessionSettings? = nil) -> Result<UInt64, SessionError> {
         Self.eventType(of: text).flatMap { type in
-            self.append(into: id, object: text, type: type, settings: settings).map(\.seq)
+            if self.cluster != nil {
+                return self.commitAndWait(into: id, object: text, type: type, settings: settings)
+            }
+            return self.append(into: id, object: text, type: type, settings: settings).map(\.seq)
+        }
+    }
+
+    /// What appending a batch came to: the seqs stored, in order, and what stopped the rest.
+    struct BatchOutcome: Sendable {
+        var epoch: String?
+        var seqs: [UInt64] = []
+        var failure: SessionError?
+    }
+
+    /// Appends events already checked with `eventType(of:)`, in order, and completes once they
+    /// are safely stored: in the journal or the cluster's log, if there is one.
+    func commit(into id: String, events: [(text: ByteBuffer, type: String?)], on loop: any EventLoop) -> EventLoopFuture<BatchOutcome> {
+        if let cluster = self.cluster {
+            return self.commit(into: id, events: events, cluster: cluster, on: loop)
+        }
+        var outcome = BatchOutcome()
+        var journaled: EventLoopFuture<Void>?
+        for event in events {
+            switch self.append(into: id, object: event.text, type: event.type) {
+            case .failure(let error):
+                outcome.failure = error
+            case .success(let appended):
+                outcome.seqs.append(appended.seq)
+                journaled = appended.journaled ?? journaled
+            }
+            if outcome.failure != nil { break }
+        }
+        outcome.epoch = self.existing(id)?.epoch
+        let appended = outcome
+        // The journal writes in order: once the last is in, all are.
+        guard let journaled else { return loop.makeSucceededFuture(appended) }
+        return journaled.hop(to: loop).map { appended }.recover { error in
+            BatchOutcome(epoch: appended.epoch, seqs: [], failure: .unavailable("the events were appended but could not be journaled: \(error)"))
+        }
+    }
+
+    /// A session by id, for reading: in a cluster, from the log when this host holds no copy.
+    func lookup(_ id: String, on loop: any EventLoop) -> EventLoopFuture<Session?> {
+        if let session = self.existing(id) {
+            return loop.makeSucceededFuture(session)
+        }
+        guard let cluster = self.cluster else { return loop.makeSucceededFuture(nil) }
+        return self.load(id, creatingWith: nil, cluster: cluster, on: loop)
+    }
+
+    /// The session a client follows, created if needed: in a cluster, loaded from the log.
+    func follow(_ id: String, settings: SessionSettings, on loop: any EventLoop) -> EventLoopFuture<Session> {
+        guard let cluster = self.cluster else {
+            return loop.makeSucceededFuture(self.session(id, creatingWith: settings))
+        }
+        if let session = self.existing(id) {
+            return self.catchUp(session, cluster: cluster, on: loop)
+        }
+        return self.load(id, creatingWith: settings, cluster: cluster, on: loop).flatMapThrowing { session in
+            guard let session else { throw SessionError.unavailable("session \(id) could not be created") }
+            return session
+        }
+    }
+
+    /// Closes a session so that it takes no more events.
+    func close(_ id: String) {
+        if let cluster = self.cluster {
+            self.close(id, cluster: cluster)
+        } else {
+            self.existing(id)?.close()
         }
     }
 
@@ -91,7 +183,8 @@ final class SessionStore: Sendable {
     @discardableResult
     func sweep(now: NIODeadline = .now()) -> (sessions: Int, events: Int, bytes: Int) {
         let all = self.sessions.withLockedValue { Array($0.values) }
-        let expired = all.filter { $0.sweep(now: now) }
+        let isCopy = self.cluster != nil
+        let expired = all.filter { $0.sweep(now: now, isCopy: isCopy) }
         let remaining = all.filter { session in !expired.contains { $0 === session } }.map(\.status)
         let totals = (remaining.count, remaining.reduce(0) { $0 + $1.count }, remaining.reduce(0) { $0 + $1.bytes })
         guard !expired.isEmpty else { return totals }

@@ -14,23 +14,30 @@ struct SessionsAPI {
     private static let statusPattern = PathPattern("/sessions/:id")
 
     /// The reply, or nil if the path is not part of this API. `body` is nil when it was too large.
-    func handle(_ head: HTTPRequestHead, target: RequestTarget, body: ByteBuffer?) -> HTTPReply? {
+    func handle(_ head: HTTPRequestHead, target: RequestTarget, body: ByteBuffer?, on loop: any EventLoop) -> HTTPReply? {
         if let id = Self.eventsPattern.match(target.path)?["id"] {
             switch head.method {
-            case .POST: return self.append(to: id, head: head, body: body)
-            case .GET, .HEAD: return self.history(of: id, after: target.query["after"])
+            case .POST: return self.append(to: id, head: head, body: body, on: loop)
+            case .GET, .HEAD: return self.history(of: id, after: target.query["after"], on: loop)
             default: return .methodNotAllowed("GET, POST")
             }
         }
         if let id = Self.statusPattern.match(target.path)?["id"] {
             guard head.method == .GET || head.method == .HEAD else { return .methodNotAllowed("GET") }
-            guard let session = self.store.existing(id) else { return .error(.notFound, "no session \(id)") }
-            return .json(.ok, session.status.json)
+            return .later(
+                self.store.lookup(id, on: loop).map { session in
+                    session.map { .json(.ok, $0.status.json) } ?? .error(.notFound, "no session \(id)")
+                }.recover(Self.unavailable)
+            )
         }
         return nil
     }
 
-    private func append(to id: String, head: HTTPRequestHead, body: ByteBuffer?) -> HTTPReply {
+    private static func unavailable(_ error: any Error) -> HTTPReply {
+        .error(.serviceUnavailable, "\(error)")
+    }
+
+    private func append(to id: String, head: HTTPRequestHead, body: ByteBuffer?, on loop: any EventLoop) -> HTTPReply {
         if let token = self.token {
             guard let presented = Self.bearerToken(head.headers), Self.constantTimeEquals(presented, token) else {
                 var reply = HTTPReply.error(.unauthorized, "a valid bearer token is required to publish")
@@ -65,28 +72,25 @@ struct SessionsAPI {
                 return .error(.badRequest, events.count > 1 ? "event \(index): \(problem)" : problem.description)
             }
         }
-        var seqs: [UInt64] = []
-        var journaled: EventLoopFuture<Void>?
-        for (event, type) in zip(events, types) {
-            switch self.store.append(into: id, object: event, type: type) {
-            case .success(let appended):
-                seqs.append(appended.seq)
-                journaled = appended.journaled ?? journaled
-            case .failure(let error):
-                let status: HTTPResponseStatus = if case .closed = error { .conflict } else { .badRequest }
-                let appended = seqs.map(String.init).joined(separator: ",")
-                return .json(status, #"{"error":\#(jsonString(error.description)),"seqs":[\#(appended)]}"#)
+        let batch = zip(events, types).map { (text: $0, type: $1) }
+        return .later(
+            self.store.commit(into: id, events: batch, on: loop).map { outcome in
+                let seqs = outcome.seqs.map(String.init).joined(separator: ",")
+                guard let failure = outcome.failure else {
+                    return .json(.created, #"{"session":\#(jsonString(id)),"epoch":"\#(outcome.epoch ?? "")","seqs":[\#(seqs)]}"#)
+                }
+                let status: HTTPResponseStatus =
+                    switch failure {
+                    case .closed: .conflict
+                    case .invalid: .badRequest
+                    case .unavailable: .serviceUnavailable
+                    }
+                return .json(status, #"{"error":\#(jsonString(failure.description)),"seqs":[\#(seqs)]}"#)
             }
-        }
-        let session = self.store.session(id)
-        let list = seqs.map(String.init).joined(separator: ",")
-        var reply = HTTPReply.json(.created, #"{"session":\#(jsonString(id)),"epoch":"\#(session.epoch)","seqs":[\#(list)]}"#)
-        // With a journal, the seqs are acknowledged once the events are durable.
-        reply.after = journaled
-        return reply
+        )
     }
 
-    private func history(of id: String, after: String?) -> HTTPReply {
+    private func history(of id: String, after: String?, on loop: any EventLoop) -> HTTPReply {
         let afterSeq: UInt64
         if let after {
             guard let value = UInt64(after) else { return .error(.badRequest, "'after' must be a whole number") }
@@ -94,13 +98,17 @@ struct SessionsAPI {
         } else {
             afterSeq = 0
         }
-        guard let session = self.store.existing(id) else { return .error(.notFound, "no session \(id)") }
-        let status = session.status
-        let held = session.events(after: afterSeq)
-        var body = #"{"session":\#(jsonString(id)),"epoch":"\#(session.epoch)","state":"\#(status.state)","#
-        body += #""last_seq":\#(held.lastSeq),"gap":\#(held.gap),"events":["#
-        body += held.events.map { String(buffer: $0.text) }.joined(separator: ",")
-        return .json(.ok, body + "]}")
+        return .later(
+            self.store.lookup(id, on: loop).map { session in
+                guard let session else { return .error(.notFound, "no session \(id)") }
+                let status = session.status
+                let held = session.events(after: afterSeq)
+                var body = #"{"session":\#(jsonString(id)),"epoch":"\#(session.epoch)","state":"\#(status.state)","#
+                body += #""last_seq":\#(held.lastSeq),"gap":\#(held.gap),"events":["#
+                body += held.events.map { String(buffer: $0.text) }.joined(separator: ",")
+                return .json(.ok, body + "]}")
+            }.recover(Self.unavailable)
+        )
     }
 
     private static func bearerToken(_ headers: HTTPHeaders) -> String? {

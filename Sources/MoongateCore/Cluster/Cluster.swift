@@ -1,0 +1,111 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import PostgresNIO
+
+/// This host's part in a cluster over PostgreSQL (`--cluster URL`): the shared session log, the
+/// wake-ups between hosts, and this host's row among the nodes. Started before the scripts load,
+/// so a database the host cannot use stops it with a clear error.
+final class Cluster: Sendable {
+    let url: ClusterURL
+    let log: ClusterLog
+    let wakeups: ClusterWakeups
+    let nodes: ClusterNodes
+    let logger: Logger
+    /// Where work for the cluster that has no loop of its own completes (a script's `emit`).
+    let loop: any EventLoop
+    private let tasks = NIOLockedValueBox<[Task<Void, Never>]>([])
+    /// Whether the wake-up connection is up: while it is not, appends fail at once (503) instead
+    /// of waiting on a database that is gone.
+    private let reachableBox = NIOLockedValueBox(true)
+
+    var isReachable: Bool { self.reachableBox.withLockedValue { $0 } }
+
+    private init(url: ClusterURL, client: PostgresClient, schema: ClusterSchema, nodeID: String?, loop: any EventLoop, logger: Logger) {
+        self.url = url
+        self.log = ClusterLog(client: client, schema: schema, logger: logger)
+        self.wakeups = ClusterWakeups(url: url, client: client, schema: schema, loop: loop, logger: logger)
+        self.nodes = ClusterNodes(client: client, schema: schema, nodeID: nodeID, logger: logger)
+        self.logger = logger
+        self.loop = loop
+    }
+
+    /// Checks that the database can be reached and used, migrates the schema, and starts the pool.
+    static func start(
+        url text: String,
+        schema: String,
+        nodeID: String?,
+        loop: any EventLoop,
+        logger: Logger
+    ) async throws -> Cluster {
+        let url = try ClusterURL(text)
+        let schema = try ClusterSchema(schema)
+        try await ClusterStartupCheck.connect(url, loop: loop, logger: logger)
+        var configuration = url.clientConfiguration
+        configuration.options.connectTimeout = .seconds(3)
+        configuration.options.maximumConnections = 10
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let cluster = Cluster(url: url, client: client, schema: schema, nodeID: nodeID, loop: loop, logger: logger)
+        cluster.spawn { await client.run() }
+        do {
+            let applied = try await schema.migrate(client, logger: logger)
+            if !applied.isEmpty {
+                logger.info("cluster: schema \(schema.name) migrated", metadata: ["versions": "\(applied)"])
+            }
+        } catch {
+            cluster.stop()
+            throw ClusterStartupCheck.Failure(reason: "could not create the tables in schema \(schema.name) of \(url): \(ClusterStartupCheck.describe(error))")
+        }
+        return cluster
+    }
+
+    /// Starts listening for other hosts' wake-ups; `wake` gets the sessions to pull (nil: all).
+    func startListening(wake: @escaping @Sendable ([String]?) -> Void) {
+        self.spawn {
+            await self.wakeups.listen(
+                listening: {
+                    let wasDown = self.reachableBox.withLockedValue { reachable in
+                        defer { reachable = true }
+                        return !reachable
+                    }
+                    if wasDown {
+                        self.logger.info("cluster: PostgreSQL reachable again at \(self.url); catching up")
+                    }
+                    wake(nil)
+                },
+                lost: { error in
+                    let wasUp = self.reachableBox.withLockedValue { reachable in
+                        defer { reachable = false }
+                        return reachable
+                    }
+                    if wasUp {
+                        self.logger.error("cluster: lost PostgreSQL at \(self.url): \(ClusterStartupCheck.describe(error)); appends fail until it is back")
+                    }
+                },
+                wake: wake
+            )
+        }
+    }
+
+    /// Keeps this host's node row and the sessions its clients follow fresh, and sweeps.
+    func startHeartbeat(address: String, connections: @escaping @Sendable () -> Int, followed: @escaping @Sendable () -> [String]) {
+        self.spawn {
+            await self.nodes.beat(address: address, connections: connections, followed: followed, log: self.log)
+        }
+    }
+
+    private func spawn(_ work: @escaping @Sendable () async -> Void) {
+        let task = Task { await work() }
+        self.tasks.withLockedValue { $0.append(task) }
+    }
+
+    /// Stops listening and the pool; whatever is in flight fails.
+    func stop() {
+        let tasks = self.tasks.withLockedValue { tasks in
+            defer { tasks.removeAll() }
+            return tasks
+        }
+        tasks.forEach { $0.cancel() }
+    }
+}

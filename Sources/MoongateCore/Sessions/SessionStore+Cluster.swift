@@ -1,0 +1,173 @@
+import Dispatch
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// What sessions do in a cluster: appends go to the shared log, and the copies this host holds
+/// are refreshed by pulls when a wake-up (its own commit, or another host's NOTIFY) says there is
+/// more. Delivery to clients is the same as on one host: cursors pull from the copy.
+extension SessionStore {
+    func commit(
+        into id: String,
+        object text: ByteBuffer,
+        type: String?,
+        settings: SessionSettings?,
+        cluster: Cluster,
+        on loop: any EventLoop
+    ) -> EventLoopFuture<CommittedEvent> {
+        guard cluster.isReachable else {
+            return loop.makeFailedFuture(SessionError.unavailable("the cluster's database is unreachable; the event was not stored"))
+        }
+        let settings = settings ?? self.existing(id)?.settings ?? self.defaultSettings.withLockedValue { $0 }
+        let closes = type.map { settings.closesOn.contains($0) } ?? false
+        let body = String(buffer: text)
+        return loop.makeFutureWithTask {
+            let committed: ClusterLog.Committed?
+            do {
+                committed = try await cluster.log.append(session: id, body: body, closes: closes, settings: settings)
+            } catch {
+                throw SessionError.unavailable("the event was not stored: \(ClusterStartupCheck.describe(error))")
+            }
+            guard let committed else { throw SessionError.closed(id) }
+            self.pull(id, cluster: cluster)
+            cluster.wakeups.announce(id)
+            return CommittedEvent(epoch: committed.epoch, seq: committed.seq)
+        }
+    }
+
+    func commit(
+        into id: String,
+        events: [(text: ByteBuffer, type: String?)],
+        cluster: Cluster,
+        on loop: any EventLoop
+    ) -> EventLoopFuture<BatchOutcome> {
+        loop.makeFutureWithTask {
+            var outcome = BatchOutcome()
+            for event in events {
+                do {
+                    let committed = try await self.commit(into: id, object: event.text, type: event.type, settings: nil, cluster: cluster, on: loop).get()
+                    outcome.epoch = committed.epoch
+                    outcome.seqs.append(committed.seq)
+                } catch {
+                    outcome.failure = error as? SessionError ?? .unavailable("\(error)")
+                    break
+                }
+            }
+            return outcome
+        }
+    }
+
+    /// For a script's `emit`, which returns the seq: blocks the script's own thread (never an I/O
+    /// loop) until the commit, at most 5 s.
+    func commitAndWait(into id: String, object text: ByteBuffer, type: String?, settings: SessionSettings?) -> Result<UInt64, SessionError> {
+        guard let cluster = self.cluster else { return .failure(.unavailable("not in a cluster")) }
+        let committed = self.commit(into: id, object: text, type: type, settings: settings, cluster: cluster, on: cluster.loop)
+        return Self.waitOnScriptThread(committed).map(\.seq)
+    }
+
+    /// For a script's `session_status`: the copy held, else the log's, waiting as `emit` does.
+    func statusAndWait(_ id: String) -> SessionStatus? {
+        if let session = self.existing(id) {
+            return session.status
+        }
+        guard let cluster = self.cluster else { return nil }
+        let loaded = self.load(id, creatingWith: nil, cluster: cluster, on: cluster.loop)
+        return (try? Self.waitOnScriptThread(loaded).get())??.status
+    }
+
+    /// Until the coroutine-based script I/O of issue #15 lets a script suspend instead.
+    private static func waitOnScriptThread<Value: Sendable>(_ future: EventLoopFuture<Value>) -> Result<Value, SessionError> {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = NIOLockedValueBox<Result<Value, SessionError>>(.failure(.unavailable("the cluster's database did not answer within 5 s")))
+        future.whenComplete { result in
+            outcome.withLockedValue { outcome in
+                outcome = result.mapError { $0 as? SessionError ?? .unavailable("\($0)") }
+            }
+            done.signal()
+        }
+        _ = done.wait(timeout: .now() + 5)
+        return outcome.withLockedValue { $0 }
+    }
+
+    func load(_ id: String, creatingWith settings: SessionSettings?, cluster: Cluster, on loop: any EventLoop) -> EventLoopFuture<Session?> {
+        guard cluster.isReachable else {
+            return loop.makeFailedFuture(SessionError.unavailable("the cluster's database is unreachable"))
+        }
+        return loop.makeFutureWithTask {
+            let restored: RestoredSession?
+            do {
+                restored = try await cluster.log.load(session: id, creatingWith: settings)
+            } catch {
+                throw SessionError.unavailable("session \(id) could not be read: \(ClusterStartupCheck.describe(error))")
+            }
+            guard let restored else { return nil }
+            let (session, isNew) = self.hold(restored)
+            if isNew {
+                // Events committed between the read and `hold` announced a session not held yet.
+                self.pull(id, cluster: cluster)
+            }
+            return session
+        }
+    }
+
+    func close(_ id: String, cluster: Cluster) {
+        Task {
+            do {
+                if try await cluster.log.close(session: id) {
+                    self.pull(id, cluster: cluster)
+                    cluster.wakeups.announce(id)
+                }
+            } catch {
+                cluster.logger.error("cluster: could not close session \(id): \(ClusterStartupCheck.describe(error))")
+            }
+        }
+    }
+
+    /// Brings this host's copy of a session up to date with the log and wakes its clients; nothing
+    /// if no copy is held. One pull per session at a time; asked for during one, it runs again.
+    func pull(_ id: String, cluster: Cluster) {
+        guard let session = self.existing(id), session.beginPull() else { return }
+        Task {
+            var more = true
+            while more {
+                var full = false
+                do {
+                    if let pulled = try await cluster.log.pull(session: id, after: session.lastSeq) {
+                        Session.wake(session.absorb(pulled))
+                        full = pulled.events.count >= ClusterLog.pullLimit
+                    }
+                } catch {
+                    cluster.logger.warning("cluster: could not pull session \(id): \(ClusterStartupCheck.describe(error))")
+                }
+                more = session.endPull(more: full)
+            }
+        }
+    }
+
+    /// The copy brought up to what the log holds now, before a client joins it: a client resuming
+    /// from a seq another host served must not find this copy behind it. While the log cannot be
+    /// read, the copy is served as it is.
+    func catchUp(_ session: Session, cluster: Cluster, on loop: any EventLoop) -> EventLoopFuture<Session> {
+        guard cluster.isReachable else { return loop.makeSucceededFuture(session) }
+        return loop.makeFutureWithTask {
+            do {
+                while let pulled = try await cluster.log.pull(session: session.id, after: session.lastSeq) {
+                    Session.wake(session.absorb(pulled))
+                    if pulled.events.count < ClusterLog.pullLimit { break }
+                }
+            } catch {
+                cluster.logger.warning("cluster: serving session \(session.id) as held: \(ClusterStartupCheck.describe(error))")
+            }
+            return session
+        }
+    }
+
+    /// After a wake-up naming these sessions (nil: every one held).
+    func pull(_ ids: [String]?, cluster: Cluster) {
+        for id in ids ?? self.all.map(\.id) {
+            self.pull(id, cluster: cluster)
+        }
+    }
+
+    /// The sessions this host's clients follow, for the heartbeat.
+    var followed: [String] { self.all.filter(\.hasSubscribers).map(\.id) }
+}

@@ -1,0 +1,318 @@
+"""Several hosts, one system (README, "Running several hosts"): hosts started with --cluster on one
+throwaway PostgreSQL share their sessions. Events posted to one host reach clients of the others in
+order, appends from every host get unique consecutive seqs, a client resumes on any host with
+nothing lost or repeated (through clean moves, killed sockets, a killed host and a restart of
+PostgreSQL), and a database the host cannot use stops it with an error that names the problem.
+
+Each test has a schema of its own on the shared server. Every wait is bounded and waits on an event
+(a log line, a message, an HTTP answer, a process exit).
+
+Run: python3 -m pytest -q Tests/acceptance/test_cluster.py
+"""
+
+import asyncio
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from moongate_process import MOONGATE
+from postgres_server import fresh_schema, free_port
+from session_support import Ctl, Host, read_events, recv_json, session_connect
+
+SCRIPTS = {
+    "progress.lua": r"""
+return endpoint { path = "/ws/progress/:session", session = { history = 10000, resume_wait = 0.2 } }
+""",
+    "ctl.lua": r"""
+return endpoint {
+  path = "/ctl",
+  on = {
+    emit = function(conn, msg)
+      local ok, result = pcall(emit, msg.session, { type = "from_lua", n = msg.n })
+      if ok then return { ok = true, seq = result, id = msg.id } end
+      return { ok = false, error = tostring(result), id = msg.id }
+    end,
+    status = function(conn, msg)
+      return { id = msg.id, status = session_status(msg.session) }
+    end,
+  },
+}
+""",
+}
+
+
+@pytest.fixture
+def scripts(tmp_path):
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    for name, text in SCRIPTS.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+class Cluster:
+    """Hosts on one schema of the test server, stopped at the end."""
+
+    def __init__(self, postgres, scripts):
+        self.postgres = postgres
+        self.scripts = scripts
+        self.schema = fresh_schema()
+        self.hosts = []
+
+    def start(self, count, **kwargs):
+        hosts = [self.host(f"node-{len(self.hosts) + index}") for index in range(count)]
+        # Started together: they migrate one fresh schema at once.
+        threads = [threading.Thread(target=host.start) for host in hosts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for host in hosts:
+            assert host.port is not None, host.log_text()
+        self.hosts += hosts
+        return hosts
+
+    def host(self, node_id):
+        return Host(self.scripts, "--cluster", self.postgres.url, "--cluster-schema", self.schema, "--node-id", node_id)
+
+    def stop(self):
+        for host in self.hosts:
+            if host.alive():
+                host.stop()
+
+
+@pytest.fixture
+def cluster(postgres, scripts):
+    made = Cluster(postgres, scripts)
+    yield made
+    made.stop()
+
+
+def events_only(messages):
+    return [m for m in messages if m.get("type") == "step"]
+
+
+async def collect(host, session, through, query="?last_seq=0"):
+    async with session_connect(host, f"/ws/progress/{session}{query}") as ws:
+        return events_only(await read_events(ws, through, timeout=30))
+
+
+def test_posts_on_one_host_reach_clients_of_the_others_in_order(cluster):
+    a, b, c = cluster.start(3)
+
+    async def scenario():
+        async with session_connect(b, "/ws/progress/job?last_seq=0") as on_b, session_connect(c, "/ws/progress/job?last_seq=0") as on_c:
+            ready_b, ready_c = await recv_json(on_b), await recv_json(on_c)
+            assert ready_b["type"] == ready_c["type"] == "ready"
+            assert ready_b["epoch"] == ready_c["epoch"]
+            epoch, seqs = a.emit("job", [{"type": "step", "n": n} for n in range(1, 101)])
+            assert epoch == ready_b["epoch"] and seqs == list(range(1, 101))
+            for n in range(101, 201):
+                assert a.emit("job", {"type": "step", "n": n})[1] == [n]
+            for ws in (on_b, on_c):
+                got = events_only(await read_events(ws, 200, timeout=30))
+                assert [(m["seq"], m["n"]) for m in got] == [(n, n) for n in range(1, 201)]
+
+    asyncio.run(scenario())
+    # Status and history are the cluster's, on every host.
+    for host in (a, b, c):
+        status, _, body = host.status("job")
+        assert status == 200 and body["last_seq"] == 200 and body["epoch"] == cluster.hosts[1].status("job")[2]["epoch"]
+        status, _, history = host.http("GET", "/sessions/job/events?after=190")
+        assert status == 200 and [e["seq"] for e in history["events"]] == list(range(191, 201))
+    assert a.http("GET", "/readyz")[0] == 200
+
+
+def test_concurrent_appends_from_every_host_get_unique_consecutive_seqs(cluster):
+    hosts = cluster.start(3)
+    per_thread, threads_per_host = 40, 3
+    seqs, errors = [], []
+    lock = threading.Lock()
+
+    def producer(host, worker):
+        for n in range(per_thread):
+            status, _, body = host.post_events("shared", {"type": "step", "n": n, "from": f"{host.port}/{worker}"})
+            with lock:
+                (seqs.extend(body["seqs"]) if status == 201 else errors.append((status, body)))
+
+    threads = [threading.Thread(target=producer, args=(host, w)) for host in hosts for w in range(threads_per_host)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = per_thread * threads_per_host * len(hosts)
+    assert errors == []
+    assert sorted(seqs) == list(range(1, total + 1))
+    for host in hosts:
+        got = asyncio.run(collect(host, "shared", total))
+        assert [m["seq"] for m in got] == list(range(1, total + 1))
+
+
+def test_a_client_moving_between_hosts_gets_every_event_exactly_once(cluster):
+    hosts = cluster.start(3)
+    total, moves = 2000, 50
+    rng = random.Random(20261202)
+    done = threading.Event()
+
+    def producer():
+        n = 1
+        while n <= total:
+            batch = [{"type": "step", "n": k} for k in range(n, min(n + 20, total + 1))]
+            host = rng.choice(hosts)
+            status, _, body = host.post_events("moving", batch)
+            assert status == 201, body
+            n += len(batch)
+        done.set()
+
+    async def consumer():
+        seen, epoch = [], None
+        for move in range(moves + 1):
+            host = hosts[move % len(hosts)]
+            query = "?last_seq=%d" % (seen[-1] if seen else 0) + (f"&epoch={epoch}" if epoch else "")
+            ws = await session_connect(host, f"/ws/progress/moving{query}").__aenter__()
+            ready = await recv_json(ws)
+            assert ready["type"] == "ready"
+            epoch = ready["epoch"]
+            want = 2000 if move == moves else min(total, (seen[-1] if seen else 0) + rng.randint(5, 60))
+            while not seen or seen[-1] < want:
+                message = await recv_json(ws, 30, f"event {want} on move {move}")
+                assert message["type"] != "reset", message
+                if message["type"] == "step":
+                    seen.append(message["seq"])
+                    if move < moves and seen[-1] >= want:
+                        break
+            if move % 2:
+                await ws.close()  # a clean close
+            else:
+                ws.transport.abort()  # a killed socket: no close frame
+        return seen
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    seen = asyncio.run(consumer())
+    thread.join()
+    assert done.is_set()
+    assert seen == list(range(1, total + 1))
+
+
+def test_lua_emit_on_one_host_reaches_the_others_and_status_is_shared(cluster):
+    a, b = cluster.start(2)
+
+    async def scenario():
+        async with session_connect(b, "/ws/progress/lua?last_seq=0") as watcher, session_connect(a, "/ctl") as ctl_ws:
+            ctl = Ctl(ctl_ws)
+            assert (await recv_json(watcher))["type"] == "ready"
+            for n in range(1, 6):
+                reply = await ctl.call({"type": "emit", "session": "lua", "n": n})
+                assert reply["ok"] and reply["seq"] == n, reply
+            got = []
+            while len(got) < 5:
+                message = await recv_json(watcher)
+                if message["type"] == "from_lua":
+                    got.append((message["seq"], message["n"]))
+            assert got == [(n, n) for n in range(1, 6)]
+        async with session_connect(b, "/ctl") as ctl_ws:
+            # B holds a copy now; a session only A's clients touched is read from the log.
+            a.emit("only-a", {"type": "step", "n": 1})
+            status = (await Ctl(ctl_ws).call({"type": "status", "session": "only-a"}))["status"]
+            assert status["last_seq"] == 1 and status["state"] == "open"
+
+    asyncio.run(scenario())
+
+
+def test_a_killed_host_loses_nothing_its_clients_resume_elsewhere(cluster):
+    a, b = cluster.start(2)
+
+    async def scenario():
+        async with session_connect(a, "/ws/progress/crash?last_seq=0") as on_a:
+            epoch = (await recv_json(on_a))["epoch"]
+            b.emit("crash", [{"type": "step", "n": n} for n in range(1, 51)])
+            seen = [m["seq"] for m in events_only(await read_events(on_a, 50, timeout=30))]
+            a.process.send_signal(signal.SIGKILL)
+            a.process.wait(timeout=10)
+            b.emit("crash", [{"type": "step", "n": n} for n in range(51, 101)])
+        got = await collect(b, "crash", 100, f"?last_seq={seen[-1]}&epoch={epoch}")
+        assert seen + [m["seq"] for m in got] == list(range(1, 101))
+
+    asyncio.run(scenario())
+
+
+def test_a_postgres_restart_mid_stream_loses_and_repeats_nothing_acknowledged(cluster, postgres):
+    a, b = cluster.start(2)
+    accepted, refused = [], []
+    stop = threading.Event()
+
+    def producer():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            status, _, body = a.post_events("outage", {"type": "step", "n": n})
+            if status == 201:
+                accepted.extend(body["seqs"])
+            else:
+                assert status == 503 and "error" in body, (status, body)
+                refused.append(n)
+
+    async def scenario():
+        async with session_connect(b, "/ws/progress/outage?last_seq=0") as on_b:
+            await recv_json(on_b)
+            thread = threading.Thread(target=producer)
+            thread.start()
+            while len(accepted) < 20:
+                await asyncio.sleep(0.05)
+            mark = a.log_mark()
+            await asyncio.to_thread(postgres.restart)
+            a.wait_for_log(lambda l: "reachable again" in l, timeout=30, since=mark, what="the reconnect")
+            count = len(accepted)
+            while len(accepted) < count + 20:
+                await asyncio.sleep(0.05)
+            stop.set()
+            thread.join()
+            assert accepted == list(range(1, len(accepted) + 1))
+            got = events_only(await read_events(on_b, accepted[-1], timeout=30))
+            assert [m["seq"] for m in got] == accepted
+
+    asyncio.run(scenario())
+    assert any("lost PostgreSQL" in line for line in a.lines), a.log_text()
+
+
+def start_failure(scripts, url, *extra):
+    result = subprocess.run(
+        [str(MOONGATE), "serve", str(scripts), "--port", "0", "--cluster", url, *extra],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    return result.stderr
+
+
+def test_start_up_errors_name_the_problem(postgres, scripts):
+    parsed = urllib.parse.urlparse(postgres.url)
+    host_port = f"127.0.0.1:{parsed.port}"
+    assert "not a postgres:// URL" in start_failure(scripts, "mysql://u:p@localhost/db")
+    assert "no database name" in start_failure(scripts, f"postgres://moongate:moongate@{host_port}")
+    assert "connection refused" in start_failure(scripts, f"postgres://moongate:moongate@127.0.0.1:{free_port()}/moongate")
+    assert "refused the password for user moongate" in start_failure(scripts, f"postgres://moongate:wrong@{host_port}/moongate")
+    assert "database nowhere does not exist" in start_failure(scripts, f"postgres://moongate:moongate@{host_port}/nowhere")
+    assert "is not a plain name" in start_failure(scripts, postgres.url, "--cluster-schema", "x; DROP TABLE y")
+    assert "exclude each other" in start_failure(scripts, postgres.url, "--journal", str(scripts / "j.sqlite"))
+
+
+def test_a_unix_socket_url_and_the_environment_variable_work(postgres, scripts):
+    parsed = urllib.parse.urlparse(postgres.url)
+    socket_url = f"postgres://moongate:moongate@{urllib.parse.quote(postgres.socket_dir, safe='')}:{parsed.port}/moongate"
+    schema = fresh_schema()
+    import os
+
+    host = Host(scripts, "--cluster-schema", schema, env={**os.environ, "MOONGATE_CLUSTER": socket_url}).start()
+    try:
+        assert host.emit("sock", {"type": "step", "n": 1})[1] == [1]
+        assert postgres.psql(f'SELECT last_seq FROM "{schema}".sessions WHERE id = \'sock\'') == "1"
+        assert postgres.psql(f'SELECT count(*) FROM "{schema}".nodes') in ("0", "1")
+    finally:
+        assert host.stop() == 0
