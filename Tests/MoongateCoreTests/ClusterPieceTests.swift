@@ -5,7 +5,7 @@ import XCTest
 @testable import MoongateCore
 
 /// The cluster's socket-free parts: reading `--cluster` URLs and schema names, packing wake-ups
-/// into NOTIFY payloads, and a session copy taking in what a pull brought.
+/// (session wake-ups and broadcasts) into NOTIFY payloads, and a session copy taking in what a pull brought.
 final class ClusterPieceTests: XCTestCase {
     func testURLsAsLibpqReadsThem() throws {
         let tcp = try ClusterURL("postgres://app:s%40cret@db.example.com:6543/events?sslmode=require")
@@ -57,23 +57,39 @@ final class ClusterPieceTests: XCTestCase {
         }
     }
 
-    func testWakeUpsArePackedWithinThePayloadLimit() throws {
-        let ids = (0..<2000).map { "session-\($0)" }
-        let payloads = ClusterWakeups.payloads(ids, from: "me")
-        XCTAssertGreaterThan(payloads.count, 1)
-        var named: [String] = []
-        for payload in payloads {
-            XCTAssertLessThanOrEqual(payload.utf8.count, ClusterWakeups.payloadLimit)
-            let decoded = try JSONDecoder().decode(ClusterWakeups.Payload.self, from: Data(payload.utf8))
-            XCTAssertEqual(decoded.from, "me")
-            named += try XCTUnwrap(decoded.sessions)
+    func testNotificationsArePackedWithinThePayloadLimitBroadcastsInOrder() throws {
+        var items: [ClusterBus.Item] = []
+        for n in 0..<600 {
+            items.append(.session("session-\(n % 200)"))
+            items.append(.broadcast(path: "/feed", text: #"{"n":\#(n)}"#))
         }
-        XCTAssertEqual(named, ids)
+        let payloads = ClusterBus.payloads(items, from: "me")
+        XCTAssertGreaterThan(payloads.count, 1)
+        var sessions: [String] = []
+        var broadcasts: [String] = []
+        for payload in payloads {
+            XCTAssertLessThanOrEqual(payload.utf8.count, ClusterBus.payloadLimit)
+            let decoded = try JSONDecoder().decode(ClusterBus.Payload.self, from: Data(payload.utf8))
+            XCTAssertEqual(decoded.from, "me")
+            sessions += decoded.sessions ?? []
+            broadcasts += (decoded.broadcasts ?? []).compactMap(\.text)
+        }
+        XCTAssertEqual(sessions, items.compactMap { if case .session(let id) = $0 { id } else { nil } })
+        XCTAssertEqual(broadcasts, (0..<600).map { #"{"n":\#($0)}"# })
+    }
 
-        let tooLong = String(repeating: "x", count: ClusterWakeups.payloadLimit)
-        let everything = ClusterWakeups.payloads(["a", tooLong], from: "me")
-        XCTAssertEqual(everything.count, 1)
-        XCTAssertNil(try JSONDecoder().decode(ClusterWakeups.Payload.self, from: Data(everything[0].utf8)).sessions)
+    func testWhatDoesNotFitIsSentAnotherWay() throws {
+        let huge = String(repeating: "x", count: ClusterBus.payloadLimit)
+        let items: [ClusterBus.Item] = [
+            .session(huge), .broadcast(path: "/a", text: huge), .broadcast(path: "/b", text: huge), .broadcast(path: "/c", text: "small"),
+        ]
+        // The first large broadcast was stored as row 7; the second could not be stored.
+        let payloads = ClusterBus.payloads(items, from: "me", stored: [1: 7])
+        XCTAssertEqual(payloads.count, 1)
+        let decoded = try JSONDecoder().decode(ClusterBus.Payload.self, from: Data(payloads[0].utf8))
+        XCTAssertEqual(decoded.everySession, true)
+        XCTAssertNil(decoded.sessions)
+        XCTAssertEqual(decoded.broadcasts, [ClusterBus.Relayed(path: "/a", stored: 7), ClusterBus.Relayed(path: "/c", text: "small")])
     }
 
     private func pulled(_ seqs: ClosedRange<UInt64>?, lastSeq: UInt64, closed: Bool = false) -> ClusterLog.Pulled {

@@ -41,7 +41,26 @@ return endpoint {
     status = function(conn, msg)
       return { id = msg.id, status = session_status(msg.session) }
     end,
+    publish = function(conn, msg)
+      publish(msg.path, { type = "published", n = msg.n })
+      return { id = msg.id }
+    end,
   },
+}
+""",
+    "feed.lua": r"""
+endpoint {
+  path = "/feed",
+  on = {
+    say = function(conn, msg) broadcast({ type = "said", n = msg.n, pad = string.rep("x", msg.size or 0) }) end,
+  },
+}
+endpoint { path = "/rooms/:room" }
+return endpoint {
+  path = "/ticker",
+  history = { size = 1000 },
+  initial = { type = "state" },
+  on = { tick = function(conn, msg) broadcast({ type = "tick", n = msg.n, from = msg.from }) end },
 }
 """,
 }
@@ -245,35 +264,48 @@ def test_a_killed_host_loses_nothing_its_clients_resume_elsewhere(cluster):
 
 def test_a_postgres_restart_mid_stream_loses_and_repeats_nothing_acknowledged(cluster, postgres):
     a, b = cluster.start(2)
-    accepted, refused = [], []
+    accepted, refused, problems = [], [], []
     stop = threading.Event()
+    progress = threading.Condition()
 
     def producer():
         n = 0
-        while not stop.is_set():
-            n += 1
-            status, _, body = a.post_events("outage", {"type": "step", "n": n})
-            if status == 201:
-                accepted.extend(body["seqs"])
-            else:
-                assert status == 503 and "error" in body, (status, body)
-                refused.append(n)
+        try:
+            while not stop.is_set():
+                n += 1
+                status, _, body = a.post_events("outage", {"type": "step", "n": n})
+                with progress:
+                    if status == 201:
+                        accepted.extend(body["seqs"])
+                    elif status == 503 and "error" in body:
+                        refused.append(n)
+                    else:
+                        problems.append((status, body))
+                    progress.notify_all()
+        except Exception as error:  # surfaced by wait_for_accepted
+            with progress:
+                problems.append(repr(error))
+                progress.notify_all()
+
+    def wait_for_accepted(count, timeout=30):
+        with progress:
+            assert progress.wait_for(lambda: len(accepted) >= count or problems, timeout), f"{len(accepted)} accepted"
+            assert problems == []
 
     async def scenario():
         async with session_connect(b, "/ws/progress/outage?last_seq=0") as on_b:
             await recv_json(on_b)
             thread = threading.Thread(target=producer)
             thread.start()
-            while len(accepted) < 20:
-                await asyncio.sleep(0.05)
-            mark = a.log_mark()
-            await asyncio.to_thread(postgres.restart)
-            a.wait_for_log(lambda l: "reachable again" in l, timeout=30, since=mark, what="the reconnect")
-            count = len(accepted)
-            while len(accepted) < count + 20:
-                await asyncio.sleep(0.05)
-            stop.set()
-            thread.join()
+            try:
+                await asyncio.to_thread(wait_for_accepted, 20)
+                mark = a.log_mark()
+                await asyncio.to_thread(postgres.restart)
+                a.wait_for_log(lambda l: "reachable again" in l, timeout=30, since=mark, what="the reconnect")
+                await asyncio.to_thread(wait_for_accepted, len(accepted) + 20)
+            finally:
+                stop.set()
+                thread.join()
             assert accepted == list(range(1, len(accepted) + 1))
             got = events_only(await read_events(on_b, accepted[-1], timeout=30))
             assert [m["seq"] for m in got] == accepted
@@ -316,3 +348,72 @@ def test_a_unix_socket_url_and_the_environment_variable_work(postgres, scripts):
         assert postgres.psql(f'SELECT count(*) FROM "{schema}".nodes') in ("0", "1")
     finally:
         assert host.stop() == 0
+
+
+async def messages_of(ws, kind, count, timeout=30):
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        message = await recv_json(ws, max(deadline - time.monotonic(), 0.001), f"{count} {kind} messages (got {len(got)})")
+        if message.get("type") == kind:
+            got.append(message)
+    return got
+
+
+def test_broadcast_and_publish_reach_the_clients_of_every_host_in_order(cluster):
+    a, b = cluster.start(2)
+
+    async def scenario():
+        async with session_connect(a, "/feed") as speaker, session_connect(b, "/feed") as listener, \
+                session_connect(b, "/rooms/r1") as room1, session_connect(b, "/rooms/r2") as room2, \
+                session_connect(a, "/ctl") as ctl_ws:
+            # Listening already on B before A broadcasts: B's node row says it is up.
+            for n in range(1, 51):
+                # Every tenth is larger than a NOTIFY can carry.
+                await speaker.send(json.dumps({"type": "say", "n": n, "size": 9000 if n % 10 == 0 else 10}))
+            heard = await messages_of(listener, "said", 50)
+            assert [m["n"] for m in heard] == list(range(1, 51))
+            assert len(heard[9]["pad"]) == 9000
+            assert [m["n"] for m in await messages_of(speaker, "said", 50)] == list(range(1, 51))
+
+            ctl = Ctl(ctl_ws)
+            for n in (1, 2, 3):
+                await ctl.call({"type": "publish", "path": "/rooms/r1", "n": n})
+            assert [m["n"] for m in await messages_of(room1, "published", 3)] == [1, 2, 3]
+            await ctl.call({"type": "publish", "path": "/rooms/r2", "n": 9})
+            assert (await messages_of(room2, "published", 1))[0]["n"] == 9
+            with pytest.raises(AssertionError):
+                await messages_of(room1, "published", 1, timeout=0.5)
+
+    asyncio.run(scenario())
+
+
+def test_an_endpoint_history_is_one_numbered_stream_for_the_cluster(cluster):
+    a, b = cluster.start(2)
+
+    async def scenario():
+        async with session_connect(a, "/ticker") as on_a, session_connect(b, "/ticker") as on_b:
+            ready_a, ready_b = await recv_json(on_a), await recv_json(on_b)
+            assert ready_a["epoch"] == ready_b["epoch"] and ready_a["seq"] == ready_b["seq"] == 0
+            await recv_json(on_a), await recv_json(on_b)  # the initial state
+
+            async def ticks(ws, name):
+                for n in range(1, 31):
+                    await ws.send(json.dumps({"type": "tick", "n": n, "from": name}))
+
+            await asyncio.gather(ticks(on_a, "a"), ticks(on_b, "b"))
+            seen_a = await messages_of(on_a, "tick", 60)
+            seen_b = await messages_of(on_b, "tick", 60)
+            # One numbering, the same on both hosts, each host's ticks in the order sent.
+            assert [m["seq"] for m in seen_a] == list(range(1, 61))
+            assert [(m["seq"], m["from"], m["n"]) for m in seen_a] == [(m["seq"], m["from"], m["n"]) for m in seen_b]
+            for name in ("a", "b"):
+                assert [m["n"] for m in seen_a if m["from"] == name] == list(range(1, 31))
+            epoch = ready_a["epoch"]
+
+        # Resuming on the other host: exactly what was missed, no snapshot.
+        async with session_connect(b, f"/ticker?last_seq=50&epoch={epoch}") as resumed:
+            assert (await recv_json(resumed))["type"] == "ready"
+            assert [m["seq"] for m in await messages_of(resumed, "tick", 10)] == list(range(51, 61))
+
+    asyncio.run(scenario())

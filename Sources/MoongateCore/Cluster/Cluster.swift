@@ -10,7 +10,7 @@ import PostgresNIO
 final class Cluster: Sendable {
     let url: ClusterURL
     let log: ClusterLog
-    let wakeups: ClusterWakeups
+    let bus: ClusterBus
     let nodes: ClusterNodes
     let logger: Logger
     /// Where work for the cluster that has no loop of its own completes (a script's `emit`).
@@ -19,16 +19,21 @@ final class Cluster: Sendable {
     /// Whether the wake-up connection is up: while it is not, appends fail at once (503) instead
     /// of waiting on a database that is gone.
     private let reachableBox = NIOLockedValueBox(true)
+    /// Completed when LISTEN is first in place: the host says it is listening only after that,
+    /// so nothing another host announces from then on is missed.
+    private let firstListen: EventLoopPromise<Void>
+    private let firstListenDone = NIOLockedValueBox(false)
 
     var isReachable: Bool { self.reachableBox.withLockedValue { $0 } }
 
     private init(url: ClusterURL, client: PostgresClient, schema: ClusterSchema, nodeID: String?, loop: any EventLoop, logger: Logger) {
         self.url = url
         self.log = ClusterLog(client: client, schema: schema, logger: logger)
-        self.wakeups = ClusterWakeups(url: url, client: client, schema: schema, loop: loop, logger: logger)
+        self.bus = ClusterBus(url: url, client: client, schema: schema, loop: loop, logger: logger)
         self.nodes = ClusterNodes(client: client, schema: schema, nodeID: nodeID, logger: logger)
         self.logger = logger
         self.loop = loop
+        self.firstListen = loop.makePromise()
     }
 
     /// Checks that the database can be reached and used, migrates the schema, and starts the pool.
@@ -60,31 +65,47 @@ final class Cluster: Sendable {
         return cluster
     }
 
-    /// Starts listening for other hosts' wake-ups; `wake` gets the sessions to pull (nil: all).
-    func startListening(wake: @escaping @Sendable ([String]?) -> Void) {
-        self.spawn {
-            await self.wakeups.listen(
-                listening: {
-                    let wasDown = self.reachableBox.withLockedValue { reachable in
-                        defer { reachable = true }
-                        return !reachable
-                    }
-                    if wasDown {
-                        self.logger.info("cluster: PostgreSQL reachable again at \(self.url); catching up")
-                    }
-                    wake(nil)
-                },
-                lost: { error in
-                    let wasUp = self.reachableBox.withLockedValue { reachable in
-                        defer { reachable = false }
-                        return reachable
-                    }
-                    if wasUp {
-                        self.logger.error("cluster: lost PostgreSQL at \(self.url): \(ClusterStartupCheck.describe(error)); appends fail until it is back")
-                    }
-                },
-                wake: wake
-            )
+    /// Starts listening to the other hosts: `wake` gets the sessions to pull (nil: all), `relay`
+    /// the broadcasts for this host's clients.
+    func startListening(
+        wake: @escaping @Sendable ([String]?) -> Void,
+        relay: @escaping @Sendable (_ path: String, _ text: String) -> Void
+    ) {
+        let receiver = ClusterBus.Receiver(
+            listening: {
+                if !self.firstListenDone.withLockedValue({ done in defer { done = true }; return done }) {
+                    self.firstListen.succeed()
+                }
+                let wasDown = self.reachableBox.withLockedValue { reachable in
+                    defer { reachable = true }
+                    return !reachable
+                }
+                if wasDown {
+                    self.logger.info("cluster: PostgreSQL reachable again at \(self.url); catching up")
+                }
+                wake(nil)
+            },
+            lost: { error in
+                let wasUp = self.reachableBox.withLockedValue { reachable in
+                    defer { reachable = false }
+                    return reachable
+                }
+                if wasUp {
+                    self.logger.error("cluster: lost PostgreSQL at \(self.url): \(ClusterStartupCheck.describe(error)); appends fail until it is back")
+                }
+            },
+            wake: wake,
+            relay: relay
+        )
+        self.spawn { await self.bus.listen(receiver) }
+    }
+
+    /// Waits until the first LISTEN is in place (at most `timeout`).
+    func waitUntilListening(timeout: TimeAmount) async throws {
+        do {
+            try await self.firstListen.futureResult.orTimeout(timeout, on: self.loop).get()
+        } catch {
+            throw ClusterStartupCheck.Failure(reason: "could not LISTEN for the other hosts at \(self.url) within \(timeout.nanoseconds / 1_000_000_000) s")
         }
     }
 
@@ -107,5 +128,8 @@ final class Cluster: Sendable {
             return tasks
         }
         tasks.forEach { $0.cancel() }
+        if !self.firstListenDone.withLockedValue({ done in defer { done = true }; return done }) {
+            self.firstListen.fail(ClusterStartupCheck.Failure(reason: "stopped"))
+        }
     }
 }

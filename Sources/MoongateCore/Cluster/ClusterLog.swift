@@ -191,6 +191,11 @@ final class ClusterLog: Sendable {
             """,
             logger: self.logger
         )
+        let broadcasts = self.schema.table("broadcasts")
+        try await self.client.query(
+            "DELETE FROM \(unescaped: broadcasts) WHERE at < now() - interval '1 minute'",
+            logger: self.logger
+        )
     }
 
     private static func json(_ settings: SessionSettings) throws -> String {

@@ -65,7 +65,18 @@ struct ClusterSchema: Sendable {
                     last_seen timestamptz NOT NULL
                 )
                 """,
-            ]
+            ],
+            [
+                """
+                CREATE TABLE \(self.table("broadcasts")) (
+                    id bigserial PRIMARY KEY,
+                    path text NOT NULL,
+                    body text NOT NULL,
+                    at timestamptz NOT NULL DEFAULT now()
+                )
+                """,
+                "CREATE INDEX ON \(self.table("events")) (at)",
+            ],
         ]
     }
 

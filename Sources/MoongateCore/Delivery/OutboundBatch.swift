@@ -32,15 +32,28 @@ struct OutboundBatch {
         self.serializer.serialize(frame)
     }
 
-    mutating func appendBroadcast(_ frame: WebSocketFrame, to targets: [(slot: EndpointSlot, pathFilter: String?)]) {
+    /// Where the broadcasts that go into an endpoint's history are recorded: `sessions`, or
+    /// nowhere for one relayed from another host of a cluster (that host recorded it in the log).
+    enum HistoryRecording {
+        case record(SessionStore)
+        case alreadyRecorded
+    }
+
+    /// Returns whether any target got the frame through its fan-out (not only into a history).
+    @discardableResult
+    mutating func appendBroadcast(
+        _ frame: WebSocketFrame,
+        to targets: [(slot: EndpointSlot, pathFilter: String?)],
+        histories: HistoryRecording
+    ) -> Bool {
         var serialized: ByteBuffer?
         for target in targets {
             target.slot.metrics.broadcasts.increment()
             if target.pathFilter == nil, let history = target.slot.history,
                 case .success = SessionStore.eventType(of: frame.data)
             {
-                if case .success(let appended) = history.append(object: frame.data, type: nil) {
-                    appended.wakeSubscribers()
+                if case .record(let sessions) = histories {
+                    sessions.record(frame.data, inHistory: history)
                 }
                 continue
             }
@@ -49,6 +62,7 @@ struct OutboundBatch {
             }
             self.append(.broadcast(target.slot.fanout, frame: serialized!, pathFilter: target.pathFilter))
         }
+        return serialized != nil
     }
 
     var isEmpty: Bool { self.operations.isEmpty }

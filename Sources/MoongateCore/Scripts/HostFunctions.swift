@@ -84,7 +84,10 @@ enum HostFunctions {
         guard let slot = context.slot(at: index) else {
             return fail(context, "broadcast is not available while the script is loading")
         }
-        context.batch.appendBroadcast(.text(payload), to: [(slot, nil)])
+        let fannedOut = context.batch.appendBroadcast(.text(payload), to: [(slot, nil)], histories: .record(context.services.sessions))
+        if fannedOut, let cluster = context.services.sessions.cluster {
+            cluster.bus.relay(path: slot.pattern.description, text: String(buffer: payload))
+        }
         return 0
     }
 
@@ -95,7 +98,15 @@ enum HostFunctions {
             return fail(context, "publish expects a path and a message")
         }
         let targets = context.services.endpoints.publishTargets(for: path)
-        context.batch.appendBroadcast(.text(payload), to: targets.map { ($0.slot, $0.pathFilter) })
+        let fannedOut = context.batch.appendBroadcast(
+            .text(payload),
+            to: targets.map { ($0.slot, $0.pathFilter) },
+            histories: .record(context.services.sessions)
+        )
+        // Relayed by path, even when no endpoint here matches it: another host's scripts may.
+        if fannedOut || targets.isEmpty, let cluster = context.services.sessions.cluster {
+            cluster.bus.relay(path: path, text: String(buffer: payload))
+        }
         lua.push(targets.count)
         return 1
     }

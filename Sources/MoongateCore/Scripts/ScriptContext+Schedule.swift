@@ -90,7 +90,7 @@ extension ScriptContext {
             }
             guard let value, value != slot.snapshot else { return }
             slot.snapshot = value
-            self.batch.appendBroadcast(.text(value), to: [(slot, nil)])
+            self.batch.appendBroadcast(.text(value), to: [(slot, nil)], histories: .record(self.services.sessions))
             self.batch.flush()
         } catch {
             // A poll that keeps failing the same way is logged once, not every tick.

@@ -87,6 +87,9 @@ extension MoongateServer {
                     )
                 }
                 slot.adoptHistory(spec.history)
+                if let cluster = self.sessions.cluster, let history = slot.history {
+                    slot.history = await self.sessions.clusterHistory(for: history, cluster: cluster, on: self.ioGroup.next())
+                }
                 slots.append(slot)
             }
             newSlots += slots

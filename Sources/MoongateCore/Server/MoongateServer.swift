@@ -69,7 +69,15 @@ public final class MoongateServer: Sendable {
                 logger: self.logger
             )
             self.sessions.attach(cluster)
-            cluster.startListening { [sessions] ids in sessions.pull(ids, cluster: cluster) }
+            cluster.startListening(
+                wake: { [sessions] ids in sessions.pull(ids, cluster: cluster) },
+                relay: { [endpoints, services] path, text in
+                    var batch = OutboundBatch(ioLoops: services.ioLoops)
+                    batch.appendBroadcast(.text(ByteBuffer(string: text)), to: endpoints.publishTargets(for: path), histories: .alreadyRecorded)
+                    batch.flush()
+                }
+            )
+            try await cluster.waitUntilListening(timeout: .seconds(10))
             self.logger.info("cluster: sessions in PostgreSQL at \(cluster.url), schema \(settings.schema)")
         }
         let runtimes = try await ScriptLoader.load(

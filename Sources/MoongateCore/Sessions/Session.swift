@@ -52,6 +52,8 @@ final class Session: Sendable {
         /// meanwhile.
         var pulling = false
         var pullAgain = false
+        /// In a cluster: an endpoint's history, kept while the endpoint is served.
+        var pinned = false
     }
 
     init(id: String, settings: SessionSettings, journal: SessionJournal? = nil, now: NIODeadline = .now()) {
@@ -224,6 +226,11 @@ final class Session: Sendable {
         }
     }
 
+    /// Keeps a cluster's copy held (and so refreshed) with no client following it.
+    func pin() {
+        self.state.withLockedValue { $0.pinned = true }
+    }
+
     var hasSubscribers: Bool { self.state.withLockedValue { !$0.subscribers.isEmpty } }
 
     func subscribe(_ connection: Connection) {
@@ -247,7 +254,7 @@ final class Session: Sendable {
         self.state.withLockedValue { state in
             self.evict(&state, now: now)
             if isCopy {
-                return state.subscribers.isEmpty && !state.pulling && now - state.lastActivity >= Self.copyIdleTime
+                return !state.pinned && state.subscribers.isEmpty && !state.pulling && now - state.lastActivity >= Self.copyIdleTime
             }
             let retention = TimeAmount.interval(self.settings.retain)
             if let closedAt = state.closedAt {

@@ -29,7 +29,7 @@ extension SessionStore {
             }
             guard let committed else { throw SessionError.closed(id) }
             self.pull(id, cluster: cluster)
-            cluster.wakeups.announce(id)
+            cluster.bus.announce(id)
             return CommittedEvent(epoch: committed.epoch, seq: committed.seq)
         }
     }
@@ -53,6 +53,47 @@ extension SessionStore {
                 }
             }
             return outcome
+        }
+    }
+
+    /// Commits one history's broadcasts one after another, so the log numbers them in the order
+    /// they were made; a broadcast that cannot be stored is logged (its endpoint's clients on
+    /// every host would otherwise disagree on the history).
+    func recordInOrder(_ text: ByteBuffer, history: Session, cluster: Cluster) {
+        let first = self.historyWrites.withLockedValue { writes in
+            let idle = writes[history.id] == nil
+            writes[history.id, default: []].append(text)
+            return idle
+        }
+        guard first else { return }
+        let loop = cluster.loop
+        Task {
+            while let next = self.historyWrites.withLockedValue({ $0[history.id]?.first }) {
+                do {
+                    _ = try await self.commit(into: history.id, object: next, type: nil, settings: history.settings, cluster: cluster, on: loop).get()
+                } catch {
+                    cluster.logger.error("cluster: a broadcast to \(history.id.dropFirst("endpoint:".count))'s history was not stored: \(error)")
+                }
+                self.historyWrites.withLockedValue { writes in
+                    writes[history.id]?.removeFirst()
+                    if writes[history.id]?.isEmpty == true {
+                        writes[history.id] = nil
+                    }
+                }
+            }
+        }
+    }
+
+    /// An endpoint's history as the cluster keeps it: this host's copy of the log's, held for as
+    /// long as the endpoint is served. Until the log can be read it stays this host's own.
+    func clusterHistory(for local: Session, cluster: Cluster, on loop: any EventLoop) async -> Session {
+        do {
+            let copy = try await self.follow(local.id, settings: local.settings, on: loop).get()
+            copy.pin()
+            return copy
+        } catch {
+            cluster.logger.error("cluster: \(local.id.dropFirst("endpoint:".count))'s history is this host's own until PostgreSQL answers: \(error)")
+            return local
         }
     }
 
@@ -114,7 +155,7 @@ extension SessionStore {
             do {
                 if try await cluster.log.close(session: id) {
                     self.pull(id, cluster: cluster)
-                    cluster.wakeups.announce(id)
+                    cluster.bus.announce(id)
                 }
             } catch {
                 cluster.logger.error("cluster: could not close session \(id): \(ClusterStartupCheck.describe(error))")

@@ -7,6 +7,8 @@ final class SessionStore: Sendable {
     private let sessions = NIOLockedValueBox<[String: Session]>([:])
     private let journal = NIOLockedValueBox<SessionJournal?>(nil)
     private let clusterBox = NIOLockedValueBox<Cluster?>(nil)
+    /// In a cluster: history broadcasts waiting for the one before them to commit, by history.
+    let historyWrites = NIOLockedValueBox<[String: [ByteBuffer]]>([:])
     /// Settings for sessions created where no endpoint says otherwise (the HTTP API, say).
     let defaultSettings = NIOLockedValueBox(SessionSettings())
 
@@ -157,6 +159,16 @@ final class SessionStore: Sendable {
         return self.load(id, creatingWith: settings, cluster: cluster, on: loop).flatMapThrowing { session in
             guard let session else { throw SessionError.unavailable("session \(id) could not be created") }
             return session
+        }
+    }
+
+    /// A broadcast that goes into an endpoint's history: appended and delivered through the
+    /// history's cursors; in a cluster, committed to the log in the order broadcast.
+    func record(_ text: ByteBuffer, inHistory history: Session) {
+        if let cluster = self.cluster {
+            self.recordInOrder(text, history: history, cluster: cluster)
+        } else if case .success(let appended) = history.append(object: text, type: nil) {
+            appended.wakeSubscribers()
         }
     }
 
