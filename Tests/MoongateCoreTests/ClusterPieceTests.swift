@@ -61,7 +61,7 @@ final class ClusterPieceTests: XCTestCase {
         var items: [ClusterBus.Item] = []
         for n in 0..<600 {
             items.append(.session("session-\(n % 200)"))
-            items.append(.broadcast(path: "/feed", text: #"{"n":\#(n)}"#))
+            items.append(.broadcast(path: "/feed", text: #"{"n":\#(n)}"#, snapshot: false))
         }
         let payloads = ClusterBus.payloads(items, from: "me")
         XCTAssertGreaterThan(payloads.count, 1)
@@ -81,7 +81,7 @@ final class ClusterPieceTests: XCTestCase {
     func testWhatDoesNotFitIsSentAnotherWay() throws {
         let huge = String(repeating: "x", count: ClusterBus.payloadLimit)
         let items: [ClusterBus.Item] = [
-            .session(huge), .broadcast(path: "/a", text: huge), .broadcast(path: "/b", text: huge), .broadcast(path: "/c", text: "small"),
+            .session(huge), .broadcast(path: "/a", text: huge, snapshot: false), .broadcast(path: "/b", text: huge, snapshot: true), .broadcast(path: "/c", text: "small", snapshot: false),
         ]
         // The first large broadcast was stored as row 7; the second could not be stored.
         let payloads = ClusterBus.payloads(items, from: "me", stored: [1: 7])

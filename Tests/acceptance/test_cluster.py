@@ -45,6 +45,23 @@ return endpoint {
       publish(msg.path, { type = "published", n = msg.n })
       return { id = msg.id }
     end,
+    whoami = function(conn, msg)
+      return { id = msg.id, node = cluster.node_id, nodes = cluster.nodes() }
+    end,
+  },
+}
+""",
+    "leader.lua": r"""
+local polls = 0
+return endpoint {
+  path = "/leader",
+  watch = {
+    every = 0.2,
+    leader = true,
+    poll = function()
+      polls = polls + 1
+      return { type = "state", by = cluster.node_id, polls = polls }
+    end,
   },
 }
 """,
@@ -415,5 +432,52 @@ def test_an_endpoint_history_is_one_numbered_stream_for_the_cluster(cluster):
         async with session_connect(b, f"/ticker?last_seq=50&epoch={epoch}") as resumed:
             assert (await recv_json(resumed))["type"] == "ready"
             assert [m["seq"] for m in await messages_of(resumed, "tick", 10)] == list(range(51, 61))
+
+    asyncio.run(scenario())
+
+
+def test_one_host_runs_a_leader_watcher_and_another_takes_over_when_it_dies(cluster):
+    hosts = cluster.start(3)
+    by_node = {f"node-{index}": host for index, host in enumerate(hosts)}
+
+    async def scenario():
+        clients = [await session_connect(host, "/leader").__aenter__() for host in hosts]
+        try:
+            # Every host's clients see the one leader's values.
+            firsts = [await messages_of(ws, "state", 3, timeout=15) for ws in clients]
+            leaders = {m["by"] for got in firsts for m in got}
+            assert len(leaders) == 1, firsts
+            leader = leaders.pop()
+            survivors = [i for i, host in enumerate(hosts) if host is not by_node[leader]]
+            by_node[leader].process.send_signal(signal.SIGKILL)
+            by_node[leader].process.wait(timeout=10)
+            took_over = set()
+            for index in survivors:
+                deadline = time.monotonic() + 15
+                while True:
+                    message = await recv_json(clients[index], max(deadline - time.monotonic(), 0.001), "the new leader's value")
+                    if message.get("type") == "state" and message["by"] != leader:
+                        took_over.add(message["by"])
+                        break
+            assert len(took_over) == 1 and leader not in took_over
+            # A new client of a host that does not poll gets the latest value at once.
+            follower = next(i for i in survivors if f"node-{i}" not in took_over)
+            async with session_connect(hosts[follower], "/leader") as late:
+                first = await recv_json(late)
+                assert first["type"] == "state" and first["by"] in took_over
+            async with session_connect(hosts[follower], "/ctl") as ctl_ws:
+                deadline = time.monotonic() + 15
+                while True:
+                    reply = await Ctl(ctl_ws).call({"type": "whoami"})
+                    assert reply["node"] == f"node-{follower}"
+                    seen = {node["id"] for node in reply["nodes"]}
+                    if seen == {f"node-{i}" for i in survivors}:
+                        break
+                    assert time.monotonic() < deadline, reply["nodes"]
+                    await asyncio.sleep(0.5)  # node rows age out on the heartbeat's clock
+                assert all(node["address"].startswith("127.0.0.1:") and "connections" in node for node in reply["nodes"])
+        finally:
+            for ws in clients:
+                ws.transport.abort()
 
     asyncio.run(scenario())

@@ -12,6 +12,7 @@ final class Cluster: Sendable {
     let log: ClusterLog
     let bus: ClusterBus
     let nodes: ClusterNodes
+    let leadership: ClusterLeadership
     let logger: Logger
     /// Where work for the cluster that has no loop of its own completes (a script's `emit`).
     let loop: any EventLoop
@@ -26,11 +27,12 @@ final class Cluster: Sendable {
 
     var isReachable: Bool { self.reachableBox.withLockedValue { $0 } }
 
-    private init(url: ClusterURL, client: PostgresClient, schema: ClusterSchema, nodeID: String?, loop: any EventLoop, logger: Logger) {
+    private init(url: ClusterURL, client: PostgresClient, schema: ClusterSchema, nodeID: String?, port: Int, loop: any EventLoop, logger: Logger) {
         self.url = url
         self.log = ClusterLog(client: client, schema: schema, logger: logger)
         self.bus = ClusterBus(url: url, client: client, schema: schema, loop: loop, logger: logger)
-        self.nodes = ClusterNodes(client: client, schema: schema, nodeID: nodeID, logger: logger)
+        self.nodes = ClusterNodes(client: client, schema: schema, nodeID: nodeID, port: port, logger: logger)
+        self.leadership = ClusterLeadership(url: url, schema: schema, loop: loop, logger: logger)
         self.logger = logger
         self.loop = loop
         self.firstListen = loop.makePromise()
@@ -41,6 +43,7 @@ final class Cluster: Sendable {
         url text: String,
         schema: String,
         nodeID: String?,
+        port: Int,
         loop: any EventLoop,
         logger: Logger
     ) async throws -> Cluster {
@@ -51,7 +54,7 @@ final class Cluster: Sendable {
         configuration.options.connectTimeout = .seconds(3)
         configuration.options.maximumConnections = 10
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-        let cluster = Cluster(url: url, client: client, schema: schema, nodeID: nodeID, loop: loop, logger: logger)
+        let cluster = Cluster(url: url, client: client, schema: schema, nodeID: nodeID, port: port, loop: loop, logger: logger)
         cluster.spawn { await client.run() }
         do {
             let applied = try await schema.migrate(client, logger: logger)
@@ -69,7 +72,7 @@ final class Cluster: Sendable {
     /// the broadcasts for this host's clients.
     func startListening(
         wake: @escaping @Sendable ([String]?) -> Void,
-        relay: @escaping @Sendable (_ path: String, _ text: String) -> Void
+        relay: @escaping @Sendable (_ path: String, _ text: String, _ snapshot: Bool) -> Void
     ) {
         let receiver = ClusterBus.Receiver(
             listening: {
@@ -98,6 +101,7 @@ final class Cluster: Sendable {
             relay: relay
         )
         self.spawn { await self.bus.listen(receiver) }
+        self.spawn { await self.leadership.run() }
     }
 
     /// Waits until the first LISTEN is in place (at most `timeout`).

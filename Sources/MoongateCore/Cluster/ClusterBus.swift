@@ -31,7 +31,8 @@ final class ClusterBus: Sendable {
 
     enum Item: Sendable, Equatable {
         case session(String)
-        case broadcast(path: String, text: String)
+        /// `snapshot`: a leader watcher's new value, which new clients anywhere get first.
+        case broadcast(path: String, text: String, snapshot: Bool)
     }
 
     /// What one NOTIFY carries.
@@ -53,6 +54,7 @@ final class ClusterBus: Sendable {
         var path: String
         var text: String?
         var stored: Int64?
+        var snapshot: Bool?
     }
 
     struct ListenEnded: Error, CustomStringConvertible {
@@ -79,7 +81,7 @@ final class ClusterBus: Sendable {
         /// Sessions to pull; nil: every one held.
         var wake: @Sendable ([String]?) -> Void
         /// A broadcast to deliver to this host's clients of the endpoints at a path.
-        var relay: @Sendable (_ path: String, _ text: String) -> Void
+        var relay: @Sendable (_ path: String, _ text: String, _ snapshot: Bool) -> Void
     }
 
     /// Listens until cancelled.
@@ -128,10 +130,11 @@ final class ClusterBus: Sendable {
                 }
                 // In order, and each before the next notification: a stored one is fetched first.
                 for relayed in payload.broadcasts ?? [] {
+                    let snapshot = relayed.snapshot ?? false
                     if let text = relayed.text {
-                        receiver.relay(relayed.path, text)
+                        receiver.relay(relayed.path, text, snapshot)
                     } else if let stored = relayed.stored, let text = await self.fetchStored(stored) {
-                        receiver.relay(relayed.path, text)
+                        receiver.relay(relayed.path, text, snapshot)
                     }
                 }
             }
@@ -144,8 +147,8 @@ final class ClusterBus: Sendable {
     }
 
     /// Has the other hosts deliver a broadcast to their clients of the endpoints at `path`.
-    func relay(path: String, text: String) {
-        self.enqueue(.broadcast(path: path, text: text))
+    func relay(path: String, text: String, snapshot: Bool = false) {
+        self.enqueue(.broadcast(path: path, text: text, snapshot: snapshot))
     }
 
     private func enqueue(_ item: Item) {
@@ -178,7 +181,11 @@ final class ClusterBus: Sendable {
             guard !items.isEmpty else { return }
             var stored: [Int: Int64] = [:]
             for (index, item) in items.enumerated() {
-                if case .broadcast(let path, let text) = item, !Self.fits(.broadcast(path: path, text: text), from: self.instance) {
+                guard case .broadcast(let path, let text, let snapshot) = item else { continue }
+                if snapshot {
+                    await self.keepSnapshot(path: path, text: text)
+                }
+                if !Self.fits(item, from: self.instance) {
                     stored[index] = await self.store(path: path, text: text)
                 }
             }
@@ -212,6 +219,36 @@ final class ClusterBus: Sendable {
         return nil
     }
 
+    /// A leader watcher's latest value, for hosts that start after it changed.
+    private func keepSnapshot(path: String, text: String) async {
+        let table = self.schema.table("snapshots")
+        do {
+            try await self.client.query(
+                """
+                INSERT INTO \(unescaped: table) (path, body) VALUES (\(path), \(text))
+                ON CONFLICT (path) DO UPDATE SET body = EXCLUDED.body, at = now()
+                """,
+                logger: self.logger
+            )
+        } catch {
+            self.logger.warning("cluster: could not keep the snapshot of \(path): \(ClusterStartupCheck.describe(error))")
+        }
+    }
+
+    /// The latest value a leader watcher of `path` relayed, if any.
+    func snapshot(of path: String) async -> String? {
+        let table = self.schema.table("snapshots")
+        do {
+            let rows = try await self.client.query("SELECT body FROM \(unescaped: table) WHERE path = \(path)", logger: self.logger)
+            for try await body in rows.decode(String.self) {
+                return body
+            }
+        } catch {
+            self.logger.warning("cluster: could not read the snapshot of \(path): \(ClusterStartupCheck.describe(error))")
+        }
+        return nil
+    }
+
     private func fetchStored(_ id: Int64) async -> String? {
         let table = self.schema.table("broadcasts")
         do {
@@ -233,7 +270,7 @@ final class ClusterBus: Sendable {
         var payload = Payload(from: instance)
         switch item {
         case .session(let id): payload.sessions = [id]
-        case .broadcast(let path, let text): payload.broadcasts = [Relayed(path: path, text: text)]
+        case .broadcast(let path, let text, let snapshot): payload.broadcasts = [Relayed(path: path, text: text, snapshot: snapshot ? true : nil)]
         }
         return Self.encoded(payload).utf8.count <= limit
     }
@@ -264,12 +301,12 @@ final class ClusterBus: Sendable {
                 } else {
                     add { $0.everySession = true }
                 }
-            case .broadcast(let path, let text):
+            case .broadcast(let path, let text, let snapshot):
                 let relayed: Relayed
                 if Self.fits(item, from: instance, limit: limit) {
-                    relayed = Relayed(path: path, text: text)
+                    relayed = Relayed(path: path, text: text, snapshot: snapshot ? true : nil)
                 } else if let row = stored[index] {
-                    relayed = Relayed(path: path, stored: row)
+                    relayed = Relayed(path: path, stored: row, snapshot: snapshot ? true : nil)
                 } else {
                     continue
                 }

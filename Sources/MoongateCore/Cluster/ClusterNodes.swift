@@ -6,19 +6,26 @@ import PostgresNIO
 /// The hosts of a cluster, one row each (node id, address, start time, connections, last seen),
 /// kept fresh by each host's heartbeat.
 final class ClusterNodes: Sendable {
-    struct Node: Sendable, Equatable {
+    struct Node: Sendable, Equatable, Encodable {
         let id: String
         let address: String
         let startedAt: Double
         let connections: Int
         let lastSeen: Double
+
+        enum CodingKeys: String, CodingKey {
+            case id, address, connections
+            case startedAt = "started_at"
+            case lastSeen = "last_seen"
+        }
     }
 
     private let client: PostgresClient
     private let schema: ClusterSchema
-    /// `--node-id`; nil until the host knows its port (the default is host name and port).
-    private let requestedID: String?
-    private let idBox = NIOLockedValueBox<String?>(nil)
+    /// `--node-id`, else host name and port (known once bound, when the port asked for is 0).
+    private let idBox: NIOLockedValueBox<String?>
+    /// The nodes as the last heartbeat saw them.
+    private let seen = NIOLockedValueBox<[Node]>([])
     private let startedAt = Date()
     private let logger: Logger
 
@@ -26,24 +33,33 @@ final class ClusterNodes: Sendable {
     static let interval = Duration.seconds(2)
     static let sweepEvery = 5
 
-    init(client: PostgresClient, schema: ClusterSchema, nodeID: String?, logger: Logger) {
+    init(client: PostgresClient, schema: ClusterSchema, nodeID: String?, port: Int, logger: Logger) {
         self.client = client
         self.schema = schema
-        self.requestedID = nodeID
+        self.idBox = NIOLockedValueBox(nodeID ?? (port == 0 ? nil : "\(ProcessInfo.processInfo.hostName):\(port)"))
         self.logger = logger
     }
 
-    var id: String { self.idBox.withLockedValue { $0 } ?? self.requestedID ?? ProcessInfo.processInfo.hostName }
+    var id: String { self.idBox.withLockedValue { $0 } ?? ProcessInfo.processInfo.hostName }
+
+    /// The nodes seen within the last three heartbeats, as of the last one.
+    var latest: [Node] { self.seen.withLockedValue { $0 } }
 
     /// Writes this host's row every `interval` until cancelled, touches the sessions its clients
     /// follow, and applies the cluster's session bounds every few beats.
     func beat(address: String, connections: @Sendable () -> Int, followed: @Sendable () -> [String], log: ClusterLog) async {
-        self.idBox.withLockedValue { $0 = self.requestedID ?? "\(ProcessInfo.processInfo.hostName):\(address.split(separator: ":").last ?? "")" }
+        self.idBox.withLockedValue { id in
+            if id == nil {
+                id = "\(ProcessInfo.processInfo.hostName):\(address.split(separator: ":").last ?? "")"
+            }
+        }
         var beats = 0
         while !Task.isCancelled {
             do {
                 try await self.record(address: address, connections: connections())
                 try await log.touch(sessions: followed())
+                let nodes = try await self.list()
+                self.seen.withLockedValue { $0 = nodes }
                 if beats % Self.sweepEvery == 0 {
                     try await log.sweep()
                 }

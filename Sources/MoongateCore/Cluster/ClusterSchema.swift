@@ -76,6 +76,13 @@ struct ClusterSchema: Sendable {
                 )
                 """,
                 "CREATE INDEX ON \(self.table("events")) (at)",
+                """
+                CREATE TABLE \(self.table("snapshots")) (
+                    path text PRIMARY KEY,
+                    body text NOT NULL,
+                    at timestamptz NOT NULL DEFAULT now()
+                )
+                """,
             ],
         ]
     }

@@ -51,7 +51,8 @@ private struct DefinitionReader {
         guard [.nil, .function, .table, .string].contains(initial) else {
             throw Violation(message: "'initial' must be a function, a table or a string", field: ["initial"])
         }
-        let watchEvery = try self.watch()
+        let watch = try self.watch()
+        let watchEvery = watch?.every
         let handlerTypes = try self.handlers()
         let keepalive = try self.keepalive()
         let heartbeatEvery = try self.heartbeat()
@@ -79,7 +80,8 @@ private struct DefinitionReader {
             session: session,
             history: history,
             authorize: has("authorize"),
-            origins: origins
+            origins: origins,
+            watchLeader: watch?.leader ?? false
         )
     }
 
@@ -113,15 +115,19 @@ private struct DefinitionReader {
         return path
     }
 
-    private func watch() throws(Violation) -> Double? {
-        try self.withTable("watch") { () throws(Violation) -> Double in
+    private func watch() throws(Violation) -> (every: Double, leader: Bool)? {
+        try self.withTable("watch") { () throws(Violation) -> (every: Double, leader: Bool) in
             guard let every = self.number("every"), every > 0 else {
                 throw Violation(message: "'watch.every' must be a number of seconds > 0", field: ["watch", "every"])
             }
             guard self.type(of: "poll") == .function else {
                 throw Violation(message: "'watch.poll' must be a function", field: ["watch", "poll"])
             }
-            return every
+            let leader = self.type(of: "leader")
+            guard leader == .nil || leader == .boolean else {
+                throw Violation(message: "'watch.leader' must be true or false", field: ["watch", "leader"])
+            }
+            return (every, leader == .boolean && self.lua.withField("leader", ofTableAt: -1) { self.lua.bool(at: -1) })
         }
     }
 

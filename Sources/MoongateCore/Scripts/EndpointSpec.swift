@@ -26,12 +26,14 @@ public struct EndpointSpec: Sendable, Equatable {
     public var authorize: Bool
     /// Origins browsers may connect from; nil: the host's `--allowed-origin` setting.
     public var origins: [String]?
+    /// In a cluster, one host polls (`watch = { leader = true }`) and relays what changes.
+    public var watchLeader: Bool = false
 
     /// One line for `moongate check`.
     public var summary: String {
         var parts = [self.path, "(\(self.where))"]
         if self.initial { parts.append("initial") }
-        if let every = self.watchEvery { parts.append("watch every \(every.formattedSeconds)") }
+        if let every = self.watchEvery { parts.append("watch every \(every.formattedSeconds)\(self.watchLeader ? " (one host of a cluster)" : "")") }
         if !self.handlerTypes.isEmpty { parts.append("on: " + self.handlerTypes.joined(separator: ", ")) }
         if self.onText { parts.append("on_text") }
         if self.onBinary { parts.append("on_binary") }

@@ -28,6 +28,8 @@ enum HostFunctions {
             ("close_session", { state in HostFunctions.closeSession(ScriptContext.current(state!)) }),
             ("session_status", { state in HostFunctions.sessionStatus(ScriptContext.current(state!)) }),
             ("jwt_verify", { state in HostFunctions.jwtVerify(ScriptContext.current(state!)) }),
+            ("cluster_node_id", { state in HostFunctions.clusterNodeID(ScriptContext.current(state!)) }),
+            ("cluster_nodes", { state in HostFunctions.clusterNodes(ScriptContext.current(state!)) }),
         ])
     }
 
@@ -271,6 +273,21 @@ enum HostFunctions {
             return fail(context, "session_status expects a session id")
         }
         context.lua.push(context.services.sessions.statusAndWait(id)?.json)
+        return 1
+    }
+
+    /// host.cluster_node_id() -> this host's node id, or nil on a host alone
+    private static func clusterNodeID(_ context: ScriptContext) -> Int32 {
+        context.lua.push(context.services.sessions.cluster?.nodes.id)
+        return 1
+    }
+
+    /// host.cluster_nodes() -> JSON array of the nodes the last heartbeat saw (on a host alone: [])
+    private static func clusterNodes(_ context: ScriptContext) -> Int32 {
+        let nodes = context.services.sessions.cluster?.nodes.latest ?? []
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        context.lua.push((try? String(decoding: encoder.encode(nodes), as: UTF8.self)) ?? "[]")
         return 1
     }
 

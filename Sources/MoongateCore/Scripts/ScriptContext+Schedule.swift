@@ -78,6 +78,11 @@ extension ScriptContext {
 
     private func poll(_ index: Int) {
         let slot = self.slots[index - 1]
+        let cluster = self.services.sessions.cluster
+        let leads = self.specs[index - 1].watchLeader ? cluster : nil
+        if let leads, !leads.leadership.leads(slot.pattern.description) {
+            return
+        }
         do {
             try self.call(.poll, results: 1) { lua in
                 lua.push(index)
@@ -91,6 +96,7 @@ extension ScriptContext {
             guard let value, value != slot.snapshot else { return }
             slot.snapshot = value
             self.batch.appendBroadcast(.text(value), to: [(slot, nil)], histories: .record(self.services.sessions))
+            leads?.bus.relay(path: slot.pattern.description, text: value, snapshot: true)
             self.batch.flush()
         } catch {
             // A poll that keeps failing the same way is logged once, not every tick.

@@ -269,6 +269,15 @@ function session_status(session)
   return decode_json(status)
 end
 
+-- cluster.node_id: this host's name in its cluster (nil on a host alone). cluster.nodes(): the
+-- hosts seen in the last few seconds, { id, address, started_at, connections, last_seen } each.
+cluster = setmetatable({
+  nodes = function() return decode_json(host.cluster_nodes()) end,
+}, {
+  __index = function(_, key) if key == "node_id" then return host.cluster_node_id() end end,
+  __newindex = function() error("cluster is read-only", 2) end,
+})
+
 function read_file(path) return host.read_file(path) end
 function read_json(path) return decode_json(host.read_file(path)) end
 function file_mtime(path) return host.file_mtime(path) end

@@ -87,8 +87,14 @@ extension MoongateServer {
                     )
                 }
                 slot.adoptHistory(spec.history)
-                if let cluster = self.sessions.cluster, let history = slot.history {
-                    slot.history = await self.sessions.clusterHistory(for: history, cluster: cluster, on: self.ioGroup.next())
+                if let cluster = self.sessions.cluster {
+                    if let history = slot.history {
+                        slot.history = await self.sessions.clusterHistory(for: history, cluster: cluster, on: self.ioGroup.next())
+                    }
+                    // A host that starts after the leader's watcher changed gets its latest value.
+                    if spec.watchLeader, slot.snapshot == nil {
+                        slot.snapshot = await cluster.bus.snapshot(of: slot.pattern.description)
+                    }
                 }
                 slots.append(slot)
             }

@@ -65,15 +65,22 @@ public final class MoongateServer: Sendable {
                 url: settings.url,
                 schema: settings.schema,
                 nodeID: settings.nodeID,
+                port: self.configuration.port,
                 loop: self.ioGroup.next(),
                 logger: self.logger
             )
             self.sessions.attach(cluster)
             cluster.startListening(
                 wake: { [sessions] ids in sessions.pull(ids, cluster: cluster) },
-                relay: { [endpoints, services] path, text in
+                relay: { [endpoints, services] path, text, snapshot in
                     var batch = OutboundBatch(ioLoops: services.ioLoops)
-                    batch.appendBroadcast(.text(ByteBuffer(string: text)), to: endpoints.publishTargets(for: path), histories: .alreadyRecorded)
+                    let targets = endpoints.publishTargets(for: path)
+                    if snapshot {
+                        for target in targets where target.pathFilter == nil {
+                            target.slot.snapshot = text
+                        }
+                    }
+                    batch.appendBroadcast(.text(ByteBuffer(string: text)), to: targets, histories: .alreadyRecorded)
                     batch.flush()
                 }
             )
