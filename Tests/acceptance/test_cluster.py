@@ -329,6 +329,9 @@ def test_a_postgres_restart_mid_stream_loses_and_repeats_nothing_acknowledged(cl
 
     asyncio.run(scenario())
     assert any("lost PostgreSQL" in line for line in a.lines), a.log_text()
+    from test_metrics import scrape, value
+
+    assert value(scrape(a), "moongate_cluster_postgres_errors_total", operation="listen") >= 1
 
 
 def start_failure(scripts, url, *extra):
@@ -481,3 +484,32 @@ def test_one_host_runs_a_leader_watcher_and_another_takes_over_when_it_dies(clus
                 ws.transport.abort()
 
     asyncio.run(scenario())
+
+
+def test_metrics_and_the_console_show_the_cluster(cluster):
+    from websockets.sync.client import connect as sync_connect
+
+    from test_metrics import scrape, value
+
+    a, b = cluster.start(2)
+
+    async def one_delivery():
+        async with session_connect(b, "/ws/progress/seen?last_seq=0") as on_b:
+            await recv_json(on_b)
+            a.emit("seen", {"type": "step", "n": 1})
+            await read_events(on_b, 1)
+
+    asyncio.run(one_delivery())
+    deadline = time.monotonic() + 15
+    while True:
+        samples = scrape(b)
+        if value(samples, "moongate_cluster_nodes") == 2:
+            break
+        assert time.monotonic() < deadline, "b never saw 2 nodes"
+        time.sleep(0.5)  # the node count changes on the heartbeat's clock
+    assert value(samples, "moongate_cluster_wake_to_delivery_seconds_count") >= 1
+    assert value(samples, "moongate_cluster_pull_duration_seconds_count") >= 1
+    with sync_connect(b.url("/console/live"), origin=f"http://127.0.0.1:{b.port}", open_timeout=10) as ws:
+        snapshot = json.loads(ws.recv(timeout=10))
+    assert snapshot["node_id"] == "node-1"
+    assert sorted(node["id"] for node in snapshot["nodes"]) == ["node-0", "node-1"]

@@ -13,6 +13,7 @@ final class Cluster: Sendable {
     let bus: ClusterBus
     let nodes: ClusterNodes
     let leadership: ClusterLeadership
+    let metrics: ClusterMetrics
     let logger: Logger
     /// Where work for the cluster that has no loop of its own completes (a script's `emit`).
     let loop: any EventLoop
@@ -27,11 +28,21 @@ final class Cluster: Sendable {
 
     var isReachable: Bool { self.reachableBox.withLockedValue { $0 } }
 
-    private init(url: ClusterURL, client: PostgresClient, schema: ClusterSchema, nodeID: String?, port: Int, loop: any EventLoop, logger: Logger) {
+    private init(
+        url: ClusterURL,
+        client: PostgresClient,
+        schema: ClusterSchema,
+        nodeID: String?,
+        port: Int,
+        metrics: ClusterMetrics,
+        loop: any EventLoop,
+        logger: Logger
+    ) {
         self.url = url
-        self.log = ClusterLog(client: client, schema: schema, logger: logger)
-        self.bus = ClusterBus(url: url, client: client, schema: schema, loop: loop, logger: logger)
-        self.nodes = ClusterNodes(client: client, schema: schema, nodeID: nodeID, port: port, logger: logger)
+        self.metrics = metrics
+        self.log = ClusterLog(client: client, schema: schema, metrics: metrics, logger: logger)
+        self.bus = ClusterBus(url: url, client: client, schema: schema, metrics: metrics, loop: loop, logger: logger)
+        self.nodes = ClusterNodes(client: client, schema: schema, nodeID: nodeID, port: port, metrics: metrics, logger: logger)
         self.leadership = ClusterLeadership(url: url, schema: schema, loop: loop, logger: logger)
         self.logger = logger
         self.loop = loop
@@ -44,6 +55,7 @@ final class Cluster: Sendable {
         schema: String,
         nodeID: String?,
         port: Int,
+        metrics: ClusterMetrics,
         loop: any EventLoop,
         logger: Logger
     ) async throws -> Cluster {
@@ -54,7 +66,7 @@ final class Cluster: Sendable {
         configuration.options.connectTimeout = .seconds(3)
         configuration.options.maximumConnections = 10
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-        let cluster = Cluster(url: url, client: client, schema: schema, nodeID: nodeID, port: port, loop: loop, logger: logger)
+        let cluster = Cluster(url: url, client: client, schema: schema, nodeID: nodeID, port: port, metrics: metrics, loop: loop, logger: logger)
         cluster.spawn { await client.run() }
         do {
             let applied = try await schema.migrate(client, logger: logger)
@@ -93,6 +105,7 @@ final class Cluster: Sendable {
                     defer { reachable = false }
                     return reachable
                 }
+                self.metrics.failed("listen")
                 if wasUp {
                     self.logger.error("cluster: lost PostgreSQL at \(self.url): \(ClusterStartupCheck.describe(error)); appends fail until it is back")
                 }

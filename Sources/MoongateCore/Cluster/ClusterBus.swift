@@ -21,6 +21,7 @@ final class ClusterBus: Sendable {
     let instance: String
     private let loop: any EventLoop
     private let logger: Logger
+    private let metrics: ClusterMetrics
     private let outgoing = NIOLockedValueBox(Outgoing())
 
     private struct Outgoing {
@@ -64,7 +65,8 @@ final class ClusterBus: Sendable {
     /// PostgreSQL's limit on a NOTIFY payload is 8000 bytes.
     static let payloadLimit = 7900
 
-    init(url: ClusterURL, client: PostgresClient, schema: ClusterSchema, loop: any EventLoop, logger: Logger) {
+    init(url: ClusterURL, client: PostgresClient, schema: ClusterSchema, metrics: ClusterMetrics, loop: any EventLoop, logger: Logger) {
+        self.metrics = metrics
         self.url = url
         self.client = client
         self.schema = schema
@@ -196,7 +198,8 @@ final class ClusterBus: Sendable {
                     // Session events are committed: hosts that missed this pull them when they
                     // next hear of the session, or all of them when they listen again. A plain
                     // broadcast is lost for the other hosts (at most once).
-                    self.logger.warning("cluster: could not notify the other hosts: \(ClusterStartupCheck.describe(error))")
+                    self.metrics.failed("notify")
+            self.logger.warning("cluster: could not notify the other hosts: \(ClusterStartupCheck.describe(error))")
                 }
             }
         }
@@ -214,6 +217,7 @@ final class ClusterBus: Sendable {
                 return id
             }
         } catch {
+            self.metrics.failed("store")
             self.logger.warning("cluster: could not store a broadcast for the other hosts: \(ClusterStartupCheck.describe(error))")
         }
         return nil
@@ -231,6 +235,7 @@ final class ClusterBus: Sendable {
                 logger: self.logger
             )
         } catch {
+            self.metrics.failed("snapshot")
             self.logger.warning("cluster: could not keep the snapshot of \(path): \(ClusterStartupCheck.describe(error))")
         }
     }
@@ -244,6 +249,7 @@ final class ClusterBus: Sendable {
                 return body
             }
         } catch {
+            self.metrics.failed("snapshot")
             self.logger.warning("cluster: could not read the snapshot of \(path): \(ClusterStartupCheck.describe(error))")
         }
         return nil
@@ -257,6 +263,7 @@ final class ClusterBus: Sendable {
                 return body
             }
         } catch {
+            self.metrics.failed("fetch")
             self.logger.warning("cluster: could not read a relayed broadcast: \(ClusterStartupCheck.describe(error))")
         }
         return nil

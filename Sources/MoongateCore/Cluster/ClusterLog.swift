@@ -11,10 +11,12 @@ final class ClusterLog: Sendable {
     let client: PostgresClient
     let schema: ClusterSchema
     private let logger: Logger
+    let metrics: ClusterMetrics
 
-    init(client: PostgresClient, schema: ClusterSchema, logger: Logger) {
+    init(client: PostgresClient, schema: ClusterSchema, metrics: ClusterMetrics, logger: Logger) {
         self.client = client
         self.schema = schema
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -54,7 +56,7 @@ final class ClusterLog: Sendable {
             )
             SELECT epoch, last_seq FROM bumped
             """
-        let rows = try await self.client.query(query, logger: self.logger)
+        let rows = try await self.metrics.counting("append") { try await self.client.query(query, logger: self.logger) }
         for try await (epoch, seq) in rows.decode((String, Int64).self) {
             return Committed(epoch: epoch, seq: UInt64(seq))
         }
@@ -78,14 +80,14 @@ final class ClusterLog: Sendable {
                 UNION ALL
                 SELECT epoch, settings::text, last_seq, extract(epoch FROM closed_at)::float8 FROM \(unescaped: sessions) WHERE id = \(id)
                 """
-            for try await row in try await self.client.query(query, logger: self.logger).decode((String, String, Int64, Double?).self) {
+            for try await row in try await self.metrics.counting("load", { try await self.client.query(query, logger: self.logger) }).decode((String, String, Int64, Double?).self) {
                 header = row
             }
         } else {
             let query: PostgresQuery = """
                 SELECT epoch, settings::text, last_seq, extract(epoch FROM closed_at)::float8 FROM \(unescaped: sessions) WHERE id = \(id)
                 """
-            for try await row in try await self.client.query(query, logger: self.logger).decode((String, String, Int64, Double?).self) {
+            for try await row in try await self.metrics.counting("load", { try await self.client.query(query, logger: self.logger) }).decode((String, String, Int64, Double?).self) {
                 header = row
             }
         }
@@ -119,7 +121,9 @@ final class ClusterLog: Sendable {
             """
         var header: (epoch: String, lastSeq: Int64, closedAt: Double?)?
         var pulled: [RestoredEvent] = []
-        let rows = try await self.client.query(query, logger: self.logger)
+        let started = NIODeadline.now()
+        defer { self.metrics.pullDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds) }
+        let rows = try await self.metrics.counting("pull") { try await self.client.query(query, logger: self.logger) }
         for try await (epoch, lastSeq, closedAt, seq, body, at) in rows.decode((String, Int64, Double?, Int64?, String?, Double?).self) {
             header = (epoch, lastSeq, closedAt)
             if let seq, let body, let at {
@@ -137,7 +141,7 @@ final class ClusterLog: Sendable {
         let query: PostgresQuery = """
             UPDATE \(unescaped: sessions) SET closed_at = now() WHERE id = \(id) AND closed_at IS NULL RETURNING id
             """
-        for try await _ in try await self.client.query(query, logger: self.logger).decode(String.self) {
+        for try await _ in try await self.metrics.counting("close", { try await self.client.query(query, logger: self.logger) }).decode(String.self) {
             return true
         }
         return false
@@ -147,16 +151,19 @@ final class ClusterLog: Sendable {
     func touch(sessions ids: [String]) async throws {
         guard !ids.isEmpty else { return }
         let sessions = self.schema.table("sessions")
-        try await self.client.query(
-            "UPDATE \(unescaped: sessions) SET active_at = now() WHERE id = ANY(\(ids))",
-            logger: self.logger
-        )
+        try await self.metrics.counting("touch") {
+            try await self.client.query("UPDATE \(unescaped: sessions) SET active_at = now() WHERE id = ANY(\(ids))", logger: self.logger)
+        }
     }
 
     /// Applies the bounds and retention of every session, for the whole cluster: events past
     /// `max_age` or beyond `max_bytes`, closed sessions past `retain`, and empty sessions idle for
     /// as long. Any host may run it; running it twice at once is harmless.
     func sweep() async throws {
+        try await self.metrics.counting("sweep") { try await self.sweepBounds() }
+    }
+
+    private func sweepBounds() async throws {
         let sessions = self.schema.table("sessions")
         let events = self.schema.table("events")
         try await self.client.query(

@@ -28,12 +28,14 @@ final class ClusterNodes: Sendable {
     private let seen = NIOLockedValueBox<[Node]>([])
     private let startedAt = Date()
     private let logger: Logger
+    private let metrics: ClusterMetrics
 
     /// Seconds between heartbeats; a node not seen for three of them is left out of `list`.
     static let interval = Duration.seconds(2)
     static let sweepEvery = 5
 
-    init(client: PostgresClient, schema: ClusterSchema, nodeID: String?, port: Int, logger: Logger) {
+    init(client: PostgresClient, schema: ClusterSchema, nodeID: String?, port: Int, metrics: ClusterMetrics, logger: Logger) {
+        self.metrics = metrics
         self.client = client
         self.schema = schema
         self.idBox = NIOLockedValueBox(nodeID ?? (port == 0 ? nil : "\(ProcessInfo.processInfo.hostName):\(port)"))
@@ -60,10 +62,12 @@ final class ClusterNodes: Sendable {
                 try await log.touch(sessions: followed())
                 let nodes = try await self.list()
                 self.seen.withLockedValue { $0 = nodes }
+                self.metrics.nodes.record(nodes.count)
                 if beats % Self.sweepEvery == 0 {
                     try await log.sweep()
                 }
             } catch {
+                self.metrics.failed("heartbeat")
                 self.logger.debug("cluster: heartbeat failed: \(ClusterStartupCheck.describe(error))")
             }
             beats += 1

@@ -31,11 +31,15 @@ struct ConsoleSnapshot: Encodable {
     var reloads: [HostActivity.Reload]
     var errors: [HostActivity.ScriptFailure]
     var errorCount: Int
+    /// In a cluster: this host's node id and the nodes its last heartbeat saw.
+    var nodeID: String?
+    var nodes: [ClusterNodes.Node]?
 
     enum CodingKeys: String, CodingKey {
-        case type, at, uptime, connections, endpoints, sessions, reloads, errors
+        case type, at, uptime, connections, endpoints, sessions, reloads, errors, nodes
         case sessionCount = "session_count"
         case errorCount = "error_count"
+        case nodeID = "node_id"
     }
 
     init(services: HostServices) {
@@ -69,6 +73,10 @@ struct ConsoleSnapshot: Encodable {
         self.reloads = activity.reloads
         self.errors = activity.errors
         self.errorCount = activity.errorCount
+        if let cluster = services.sessions.cluster {
+            self.nodeID = cluster.nodes.id
+            self.nodes = cluster.nodes.latest
+        }
     }
 
     var json: String {

@@ -21,6 +21,12 @@ final class HostMetrics: Sendable {
 
     init() {
         var factory = PrometheusMetricsFactory(registry: self.registry)
+        let clusterBuckets: [Duration] = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+            .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1),
+        ]
+        factory.durationHistogramBuckets["moongate_cluster_pull_duration_seconds"] = clusterBuckets
+        factory.durationHistogramBuckets["moongate_cluster_wake_to_delivery_seconds"] = clusterBuckets
         factory.durationHistogramBuckets["moongate_lua_call_duration_seconds"] = [
             .microseconds(10), .microseconds(50), .microseconds(100), .microseconds(500), .milliseconds(1),
             .milliseconds(5), .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1),

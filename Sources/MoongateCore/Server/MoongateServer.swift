@@ -66,12 +66,13 @@ public final class MoongateServer: Sendable {
                 schema: settings.schema,
                 nodeID: settings.nodeID,
                 port: self.configuration.port,
+                metrics: ClusterMetrics(host: self.metrics),
                 loop: self.ioGroup.next(),
                 logger: self.logger
             )
             self.sessions.attach(cluster)
             cluster.startListening(
-                wake: { [sessions] ids in sessions.pull(ids, cluster: cluster) },
+                wake: { [sessions] ids in sessions.pull(ids, cluster: cluster, wokenAt: .now()) },
                 relay: { [endpoints, services] path, text, snapshot in
                     var batch = OutboundBatch(ioLoops: services.ioLoops)
                     let targets = endpoints.publishTargets(for: path)

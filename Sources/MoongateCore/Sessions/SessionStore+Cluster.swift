@@ -165,15 +165,21 @@ extension SessionStore {
 
     /// Brings this host's copy of a session up to date with the log and wakes its clients; nothing
     /// if no copy is held. One pull per session at a time; asked for during one, it runs again.
-    func pull(_ id: String, cluster: Cluster) {
+    func pull(_ id: String, cluster: Cluster, wokenAt: NIODeadline? = nil) {
         guard let session = self.existing(id), session.beginPull() else { return }
         Task {
             var more = true
+            var wokenAt = wokenAt
             while more {
                 var full = false
                 do {
                     if let pulled = try await cluster.log.pull(session: id, after: session.lastSeq) {
-                        Session.wake(session.absorb(pulled))
+                        let subscribers = session.absorb(pulled)
+                        Session.wake(subscribers)
+                        if let woken = wokenAt, !subscribers.isEmpty {
+                            cluster.metrics.wakeToDelivery.recordNanoseconds((NIODeadline.now() - woken).nanoseconds)
+                            wokenAt = nil
+                        }
                         full = pulled.events.count >= ClusterLog.pullLimit
                     }
                 } catch {
@@ -203,9 +209,9 @@ extension SessionStore {
     }
 
     /// After a wake-up naming these sessions (nil: every one held).
-    func pull(_ ids: [String]?, cluster: Cluster) {
+    func pull(_ ids: [String]?, cluster: Cluster, wokenAt: NIODeadline? = nil) {
         for id in ids ?? self.all.map(\.id) {
-            self.pull(id, cluster: cluster)
+            self.pull(id, cluster: cluster, wokenAt: wokenAt)
         }
     }
 
