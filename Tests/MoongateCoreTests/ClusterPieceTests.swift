@@ -123,6 +123,17 @@ final class ClusterPieceTests: XCTestCase {
         XCTAssertTrue(session.isClosed)
     }
 
+    func testOwnCommitsAreTakenInOnlyWhenTheyAreTheNextSeq() {
+        let session = Session(
+            restoring: RestoredSession(id: "s", epoch: "e", settings: SessionSettings(), lastSeq: 4, closedAt: nil, events: []),
+            journal: nil
+        )
+        XCTAssertNil(session.absorbIfNext(seq: 6, text: ByteBuffer(string: "{}"), closed: false), "5 came from another host: a pull brings both")
+        XCTAssertNotNil(session.absorbIfNext(seq: 5, text: ByteBuffer(string: #"{"type":"done"}"#), closed: true))
+        XCTAssertEqual(session.events(after: 4).events.map { String(buffer: $0.text) }, [#"{"seq":5,"type":"done"}"#])
+        XCTAssertTrue(session.isClosed)
+    }
+
     func testOnePullAtATimeAndOneMoreIfAskedMeanwhile() {
         let session = Session(id: "s", settings: SessionSettings())
         XCTAssertTrue(session.beginPull())

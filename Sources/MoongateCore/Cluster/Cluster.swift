@@ -17,7 +17,8 @@ final class Cluster: Sendable {
     let logger: Logger
     /// Where work for the cluster that has no loop of its own completes (a script's `emit`).
     let loop: any EventLoop
-    private let tasks = NIOLockedValueBox<[Task<Void, Never>]>([])
+    private let tasks = NIOLockedValueBox<[(task: Task<Void, Never>, awaitedOnStop: Bool)]>([])
+    private let pool = NIOLockedValueBox<Task<Void, Never>?>(nil)
     /// Whether the wake-up connection is up: while it is not, appends fail at once (503) instead
     /// of waiting on a database that is gone.
     private let reachableBox = NIOLockedValueBox(true)
@@ -67,14 +68,14 @@ final class Cluster: Sendable {
         configuration.options.maximumConnections = 10
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let cluster = Cluster(url: url, client: client, schema: schema, nodeID: nodeID, port: port, metrics: metrics, loop: loop, logger: logger)
-        cluster.spawn { await client.run() }
+        cluster.pool.withLockedValue { $0 = Task { await client.run() } }
         do {
             let applied = try await schema.migrate(client, logger: logger)
             if !applied.isEmpty {
                 logger.info("cluster: schema \(schema.name) migrated", metadata: ["versions": "\(applied)"])
             }
         } catch {
-            cluster.stop()
+            await cluster.stop()
             throw ClusterStartupCheck.Failure(reason: "could not create the tables in schema \(schema.name) of \(url): \(ClusterStartupCheck.describe(error))")
         }
         return cluster
@@ -113,7 +114,9 @@ final class Cluster: Sendable {
             wake: wake,
             relay: relay
         )
-        self.spawn { await self.bus.listen(receiver) }
+        // Not awaited on stop: a notification sequence may not end on cancellation; the loops'
+        // shutdown closes its connection.
+        self.spawn(awaitedOnStop: false) { await self.bus.listen(receiver) }
         self.spawn { await self.leadership.run() }
     }
 
@@ -127,26 +130,44 @@ final class Cluster: Sendable {
     }
 
     /// Keeps this host's node row and the sessions its clients follow fresh, and sweeps.
-    func startHeartbeat(address: String, connections: @escaping @Sendable () -> Int, followed: @escaping @Sendable () -> [String]) {
+    func startHeartbeat(
+        address: String,
+        connections: @escaping @Sendable () -> Int,
+        followed: @escaping @Sendable () -> [String],
+        resync: @escaping @Sendable () async throws -> Void
+    ) {
         self.spawn {
-            await self.nodes.beat(address: address, connections: connections, followed: followed, log: self.log)
+            await self.nodes.beat(address: address, connections: connections, followed: followed, resync: resync, log: self.log)
         }
     }
 
-    private func spawn(_ work: @escaping @Sendable () async -> Void) {
+    private func spawn(awaitedOnStop: Bool = true, _ work: @escaping @Sendable () async -> Void) {
         let task = Task { await work() }
-        self.tasks.withLockedValue { $0.append(task) }
+        self.tasks.withLockedValue { $0.append((task, awaitedOnStop)) }
     }
 
-    /// Stops listening and the pool; whatever is in flight fails.
-    func stop() {
+    /// Stops listening, the heartbeat and the leader locks, removes this host's node row, then
+    /// closes the pool. Called after the scripts have retired, so their last appends are in.
+    func stop() async {
         let tasks = self.tasks.withLockedValue { tasks in
             defer { tasks.removeAll() }
             return tasks
         }
-        tasks.forEach { $0.cancel() }
+        tasks.forEach { $0.task.cancel() }
+        // The heartbeat and the leader locks end at their next sleep: the node row is not
+        // written again after it is removed below.
+        for (task, awaited) in tasks where awaited {
+            await task.value
+        }
         if !self.firstListenDone.withLockedValue({ done in defer { done = true }; return done }) {
             self.firstListen.fail(ClusterStartupCheck.Failure(reason: "stopped"))
         }
+        await self.nodes.leave()
+        let pool = self.pool.withLockedValue { pool in
+            defer { pool = nil }
+            return pool
+        }
+        pool?.cancel()
+        await pool?.value
     }
 }

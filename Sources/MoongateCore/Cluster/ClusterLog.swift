@@ -23,6 +23,8 @@ final class ClusterLog: Sendable {
     struct Committed: Sendable {
         let epoch: String
         let seq: UInt64
+        /// The event closed the session (its type is in the session's `closes_on`).
+        let closed: Bool
     }
 
     /// What a pull brought: the session's last seq and state, and events after the seq asked for.
@@ -33,75 +35,98 @@ final class ClusterLog: Sendable {
         let events: [RestoredEvent]
     }
 
+    /// A session's row, and the tail of its log that its bounds keep.
+    struct Loaded: Sendable {
+        let epoch: String
+        let settings: SessionSettings
+        let pulled: Pulled
+        /// The seq the tail follows on from (the one before its first event).
+        let tailAfter: UInt64
+    }
+
     /// Most events one pull brings; a longer backlog takes more pulls.
     static let pullLimit = 1000
 
     /// Appends an event (a JSON object without `seq`) to a session, creating it with `settings`
-    /// and a new epoch if it does not exist. Nil if the session is closed.
-    func append(session id: String, body: String, closes: Bool, settings: SessionSettings) async throws -> Committed? {
+    /// and a new epoch if it does not exist. Whether it closes the session is decided by the
+    /// settings the log keeps for it, whichever host appends. Nil if the session is closed.
+    func append(session id: String, body: String, type: String?, settings: SessionSettings) async throws -> Committed? {
         let sessions = self.schema.table("sessions")
         let events = self.schema.table("events")
+        let settingsJSON = try Self.json(settings)
         let query: PostgresQuery = """
             WITH bumped AS (
                 INSERT INTO \(unescaped: sessions) AS s (id, epoch, settings, last_seq, closed_at)
-                VALUES (\(id), \(Session.makeEpoch()), \(try Self.json(settings))::jsonb, 1, CASE WHEN \(closes) THEN now() END)
+                VALUES (
+                    \(id), \(Session.makeEpoch()), \(settingsJSON)::jsonb, 1,
+                    CASE WHEN coalesce((\(settingsJSON)::jsonb->'closes_on') ? \(type), false) THEN now() END
+                )
                 ON CONFLICT (id) DO UPDATE
-                    SET last_seq = s.last_seq + 1, closed_at = CASE WHEN \(closes) THEN now() END, active_at = now()
+                    SET last_seq = s.last_seq + 1,
+                        closed_at = CASE WHEN coalesce((s.settings->'closes_on') ? \(type), false) THEN now() END,
+                        active_at = now()
                     WHERE s.closed_at IS NULL
-                RETURNING s.id, s.epoch, s.last_seq, (s.settings->>'history')::bigint AS history
+                RETURNING s.id, s.epoch, s.last_seq, s.closed_at IS NOT NULL AS closed, (s.settings->>'history')::bigint AS history
             ), stored AS (
                 INSERT INTO \(unescaped: events) (session, seq, body) SELECT id, last_seq, \(body) FROM bumped
             ), trimmed AS (
                 DELETE FROM \(unescaped: events) e USING bumped b WHERE e.session = b.id AND e.seq <= b.last_seq - b.history
             )
-            SELECT epoch, last_seq FROM bumped
+            SELECT epoch, last_seq, closed FROM bumped
             """
         let rows = try await self.metrics.counting("append") { try await self.client.query(query, logger: self.logger) }
-        for try await (epoch, seq) in rows.decode((String, Int64).self) {
-            return Committed(epoch: epoch, seq: UInt64(seq))
+        for try await (epoch, seq, closed) in rows.decode((String, Int64, Bool).self) {
+            return Committed(epoch: epoch, seq: UInt64(seq), closed: closed)
         }
         return nil
     }
 
     /// A session as the cluster holds it, created (empty, with `settings`) when `settings` is
     /// given and it does not exist yet; nil if it does not exist and none are given.
-    func load(session id: String, creatingWith settings: SessionSettings?) async throws -> RestoredSession? {
+    func load(session id: String, creatingWith settings: SessionSettings?) async throws -> Loaded? {
         let sessions = self.schema.table("sessions")
-        var header: (epoch: String, settings: String, lastSeq: Int64, closedAt: Double?)?
+        let query: PostgresQuery
         if let settings {
-            let query: PostgresQuery = """
-                WITH created AS (
-                    INSERT INTO \(unescaped: sessions) (id, epoch, settings)
-                    VALUES (\(id), \(Session.makeEpoch()), \(try Self.json(settings))::jsonb)
-                    ON CONFLICT (id) DO NOTHING
-                    RETURNING epoch, settings::text, last_seq, extract(epoch FROM closed_at)::float8
-                )
-                SELECT * FROM created
-                UNION ALL
-                SELECT epoch, settings::text, last_seq, extract(epoch FROM closed_at)::float8 FROM \(unescaped: sessions) WHERE id = \(id)
+            // DO UPDATE, not DO NOTHING: a session created by a concurrent statement is returned
+            // too (DO NOTHING would return no row, and a second SELECT's snapshot may not see it).
+            query = """
+                INSERT INTO \(unescaped: sessions) AS s (id, epoch, settings)
+                VALUES (\(id), \(Session.makeEpoch()), \(try Self.json(settings))::jsonb)
+                ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id
+                RETURNING s.epoch, s.settings::text, s.last_seq, extract(epoch FROM s.closed_at)::float8
                 """
-            for try await row in try await self.metrics.counting("load", { try await self.client.query(query, logger: self.logger) }).decode((String, String, Int64, Double?).self) {
-                header = row
-            }
         } else {
-            let query: PostgresQuery = """
+            query = """
                 SELECT epoch, settings::text, last_seq, extract(epoch FROM closed_at)::float8 FROM \(unescaped: sessions) WHERE id = \(id)
                 """
-            for try await row in try await self.metrics.counting("load", { try await self.client.query(query, logger: self.logger) }).decode((String, String, Int64, Double?).self) {
-                header = row
-            }
+        }
+        var header: (epoch: String, settings: String, lastSeq: Int64, closedAt: Double?)?
+        let rows = try await self.metrics.counting("load") { try await self.client.query(query, logger: self.logger) }
+        for try await row in rows.decode((String, String, Int64, Double?).self) {
+            header = row
         }
         guard let header else { return nil }
         let settings = try JSONDecoder().decode(SessionSettings.self, from: Data(header.settings.utf8))
-        let pulled = try await self.pull(session: id, after: 0, limit: max(settings.history, 1))
-        return RestoredSession(
-            id: id,
-            epoch: header.epoch,
-            settings: settings,
-            lastSeq: max(UInt64(header.lastSeq), pulled?.lastSeq ?? 0),
-            closedAt: pulled?.closedAt ?? header.closedAt,
-            events: pulled?.events ?? []
-        )
+        // The newest events the bounds keep, not the oldest the log still has.
+        let lastSeq = UInt64(max(0, header.lastSeq))
+        let history = UInt64(max(settings.history, 1))
+        let tailAfter = lastSeq > history ? lastSeq - history : 0
+        guard let pulled = try await self.pull(session: id, after: tailAfter, limit: Int(history)) else { return nil }
+        return Loaded(epoch: header.epoch, settings: settings, pulled: pulled, tailAfter: tailAfter)
+    }
+
+    /// The last seq of each of these sessions that still exists.
+    func lastSeqs(of ids: [String]) async throws -> [String: UInt64] {
+        guard !ids.isEmpty else { return [:] }
+        let sessions = self.schema.table("sessions")
+        let rows = try await self.metrics.counting("resync") {
+            try await self.client.query("SELECT id, last_seq FROM \(unescaped: sessions) WHERE id = ANY(\(ids))", logger: self.logger)
+        }
+        var seqs: [String: UInt64] = [:]
+        for try await (id, seq) in rows.decode((String, Int64).self) {
+            seqs[id] = UInt64(max(0, seq))
+        }
+        return seqs
     }
 
     /// The session's last seq and state, and up to `limit` events after `seq` (stamped with their

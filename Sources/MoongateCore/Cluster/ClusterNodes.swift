@@ -48,8 +48,15 @@ final class ClusterNodes: Sendable {
     var latest: [Node] { self.seen.withLockedValue { $0 } }
 
     /// Writes this host's row every `interval` until cancelled, touches the sessions its clients
-    /// follow, and applies the cluster's session bounds every few beats.
-    func beat(address: String, connections: @Sendable () -> Int, followed: @Sendable () -> [String], log: ClusterLog) async {
+    /// follow, pulls copies the log is ahead of (`resync`), and applies the cluster's session
+    /// bounds every few beats.
+    func beat(
+        address: String,
+        connections: @Sendable () -> Int,
+        followed: @Sendable () -> [String],
+        resync: @Sendable () async throws -> Void,
+        log: ClusterLog
+    ) async {
         self.idBox.withLockedValue { id in
             if id == nil {
                 id = "\(ProcessInfo.processInfo.hostName):\(address.split(separator: ":").last ?? "")"
@@ -60,6 +67,7 @@ final class ClusterNodes: Sendable {
             do {
                 try await self.record(address: address, connections: connections())
                 try await log.touch(sessions: followed())
+                try await resync()
                 let nodes = try await self.list()
                 self.seen.withLockedValue { $0 = nodes }
                 self.metrics.nodes.record(nodes.count)

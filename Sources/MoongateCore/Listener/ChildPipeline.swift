@@ -185,7 +185,14 @@ struct ChildPipeline: Sendable {
         let authorized = self.authorize(head, target: target, route: route, binding: binding, remote: remote, handshake: handshake, on: loop)
         guard let settings = binding.spec.session, let id = Self.sessionID(spec: binding.spec, params: route.params, target: target)
         else {
-            return authorized
+            // In a cluster, a client resuming an endpoint's history may come from a host ahead of
+            // this one: the copy catches up first, so what it missed is not taken for gone.
+            guard let cluster = self.sessions.cluster, let history = route.slot.history, target.query["last_seq"] != nil else {
+                return authorized
+            }
+            return authorized.flatMap { headers in
+                self.sessions.catchUp(history, cluster: cluster, on: loop).hop(to: loop).map { _ in headers }
+            }
         }
         // Only an admitted client gets its session found or created.
         return authorized.flatMap { headers in

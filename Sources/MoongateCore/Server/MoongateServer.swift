@@ -122,7 +122,8 @@ public final class MoongateServer: Sendable {
             cluster.startHeartbeat(
                 address: "\(self.configuration.host):\(port)",
                 connections: { [connections] in connections.count },
-                followed: { [sessions] in sessions.followed }
+                followed: { [sessions] in sessions.followed },
+                resync: { [sessions] in try await sessions.resync(cluster: cluster) }
             )
         }
         let scheme = self.configuration.tlsFiles == nil ? "ws" : "wss"
@@ -187,10 +188,6 @@ public final class MoongateServer: Sendable {
             }
         }
         await self.sessions.closeJournal()
-        if let cluster = self.sessions.cluster {
-            await cluster.nodes.leave()
-            cluster.stop()
-        }
         // A script stuck in C (a runaway pattern match, say) cannot be interrupted: do not let it
         // hold the exit hostage.
         let runtimes = self.state.withLockedValue { $0.runtimes }
@@ -201,6 +198,7 @@ public final class MoongateServer: Sendable {
                 self.logger.warning("\(runtime.file.displayName) did not stop within 1 s; exiting without it: \(error)")
             }
         }
+        await self.sessions.cluster?.stop()
         _ = try? await loop.makeFutureWithTask { await self.scriptLoops.release(keeping: []) }
             .orTimeout(.seconds(1), on: loop).get()
         try? await self.ioGroup.shutdownGracefully()

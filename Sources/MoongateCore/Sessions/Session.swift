@@ -16,11 +16,13 @@ enum SessionError: Error, Equatable, CustomStringConvertible {
     /// Where the event would be stored cannot take it now (the cluster's database is down, say):
     /// nothing was accepted.
     case unavailable(String)
+    /// Appended and delivered, but not made durable as promised (a journal write failed).
+    case notDurable(String)
 
     var description: String {
         switch self {
         case .closed(let id): return "session \(id) is closed"
-        case .invalid(let reason), .unavailable(let reason): return reason
+        case .invalid(let reason), .unavailable(let reason), .notDurable(let reason): return reason
         }
     }
 }
@@ -202,6 +204,30 @@ final class Session: Sendable {
         }
     }
 
+    /// In a cluster: this host's own commit, taken in at once when it is the next seq (so a read
+    /// right after the append sees it); otherwise the pull that follows brings it.
+    func absorbIfNext(seq: UInt64, text: ByteBuffer, closed: Bool, now: NIODeadline = .now()) -> [Connection]? {
+        self.state.withLockedValue { state in
+            guard seq == state.lastSeq + 1 else { return nil }
+            let stamped = Self.stamp(text, seq: seq)
+            state.events.append(SessionEvent(seq: seq, text: stamped, time: now))
+            state.bytes += stamped.readableBytes
+            state.lastSeq = seq
+            if closed, state.closedAt == nil {
+                state.closedAt = now
+            }
+            self.evict(&state, now: now)
+            return Array(state.subscribers.values)
+        }
+    }
+
+    /// Restarts the idle clock of a cluster's copy (a client is about to join it).
+    func touch(now: NIODeadline = .now()) {
+        self.state.withLockedValue { $0.lastActivity = now }
+    }
+
+    var isPinned: Bool { self.state.withLockedValue { $0.pinned } }
+
     /// True if the caller should pull now; false if a pull is under way (it will run once more).
     func beginPull() -> Bool {
         self.state.withLockedValue { state in
@@ -232,6 +258,8 @@ final class Session: Sendable {
     }
 
     var hasSubscribers: Bool { self.state.withLockedValue { !$0.subscribers.isEmpty } }
+
+    var subscriberList: [Connection] { self.state.withLockedValue { Array($0.subscribers.values) } }
 
     func subscribe(_ connection: Connection) {
         self.state.withLockedValue { $0.subscribers[connection.id] = connection }

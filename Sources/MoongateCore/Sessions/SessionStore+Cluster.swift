@@ -1,6 +1,7 @@
 import Dispatch
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOWebSocket
 
 /// What sessions do in a cluster: appends go to the shared log, and the copies this host holds
 /// are refreshed by pulls when a wake-up (its own commit, or another host's NOTIFY) says there is
@@ -17,18 +18,26 @@ extension SessionStore {
         guard cluster.isReachable else {
             return loop.makeFailedFuture(SessionError.unavailable("the cluster's database is unreachable; the event was not stored"))
         }
+        // Used only if this append creates the session; the log's own settings decide the rest.
         let settings = settings ?? self.existing(id)?.settings ?? self.defaultSettings.withLockedValue { $0 }
-        let closes = type.map { settings.closesOn.contains($0) } ?? false
         let body = String(buffer: text)
         return loop.makeFutureWithTask {
             let committed: ClusterLog.Committed?
             do {
-                committed = try await cluster.log.append(session: id, body: body, closes: closes, settings: settings)
+                committed = try await cluster.log.append(session: id, body: body, type: type, settings: settings)
             } catch {
                 throw SessionError.unavailable("the event was not stored: \(ClusterStartupCheck.describe(error))")
             }
             guard let committed else { throw SessionError.closed(id) }
-            self.pull(id, cluster: cluster)
+            // The next seq of this host's copy: taken in at once. Otherwise (another host's
+            // appends came in between) a pull brings everything in order.
+            if let copy = self.existing(id), copy.epoch == committed.epoch,
+                let subscribers = copy.absorbIfNext(seq: committed.seq, text: text, closed: committed.closed)
+            {
+                Session.wake(subscribers)
+            } else {
+                self.pull(id, cluster: cluster)
+            }
             cluster.bus.announce(id)
             return CommittedEvent(epoch: committed.epoch, seq: committed.seq)
         }
@@ -68,17 +77,22 @@ extension SessionStore {
         guard first else { return }
         let loop = cluster.loop
         Task {
-            while let next = self.historyWrites.withLockedValue({ $0[history.id]?.first }) {
+            // The item being committed stays queued until it is done, so a broadcast made
+            // meanwhile only queues behind it; taking the next (or going idle) is one locked step.
+            var next: ByteBuffer? = text
+            while let current = next {
                 do {
-                    _ = try await self.commit(into: history.id, object: next, type: nil, settings: history.settings, cluster: cluster, on: loop).get()
+                    _ = try await self.commit(into: history.id, object: current, type: nil, settings: history.settings, cluster: cluster, on: loop).get()
                 } catch {
                     cluster.logger.error("cluster: a broadcast to \(history.id.dropFirst("endpoint:".count))'s history was not stored: \(error)")
                 }
-                self.historyWrites.withLockedValue { writes in
+                next = self.historyWrites.withLockedValue { writes in
                     writes[history.id]?.removeFirst()
-                    if writes[history.id]?.isEmpty == true {
+                    guard let first = writes[history.id]?.first else {
                         writes[history.id] = nil
+                        return nil
                     }
+                    return first
                 }
             }
         }
@@ -134,14 +148,14 @@ extension SessionStore {
             return loop.makeFailedFuture(SessionError.unavailable("the cluster's database is unreachable"))
         }
         return loop.makeFutureWithTask {
-            let restored: RestoredSession?
+            let loaded: ClusterLog.Loaded?
             do {
-                restored = try await cluster.log.load(session: id, creatingWith: settings)
+                loaded = try await cluster.log.load(session: id, creatingWith: settings)
             } catch {
                 throw SessionError.unavailable("session \(id) could not be read: \(ClusterStartupCheck.describe(error))")
             }
-            guard let restored else { return nil }
-            let (session, isNew) = self.hold(restored)
+            guard let loaded else { return nil }
+            let (session, isNew) = self.hold(id, loaded: loaded)
             if isNew {
                 // Events committed between the read and `hold` announced a session not held yet.
                 self.pull(id, cluster: cluster)
@@ -173,7 +187,13 @@ extension SessionStore {
             while more {
                 var full = false
                 do {
-                    if let pulled = try await cluster.log.pull(session: id, after: session.lastSeq) {
+                    guard let pulled = try await cluster.log.pull(session: id, after: session.lastSeq), pulled.epoch == session.epoch
+                    else {
+                        self.replaced(session, cluster: cluster)
+                        _ = session.endPull(more: false)
+                        return
+                    }
+                    do {
                         let subscribers = session.absorb(pulled)
                         Session.wake(subscribers)
                         if let woken = wokenAt, !subscribers.isEmpty {
@@ -187,6 +207,30 @@ extension SessionStore {
                 }
                 more = session.endPull(more: full)
             }
+        }
+    }
+
+    /// The log no longer has this copy's session (freed past its retention), or has another
+    /// incarnation of it: the copy goes, and its clients are closed with 1012 so that they
+    /// reconnect and resume against what the log holds (a `reset`, as for any other epoch).
+    func replaced(_ session: Session, cluster: Cluster) {
+        guard !session.isPinned else {
+            cluster.logger.warning("cluster: the log no longer has \(session.id) as this host holds it")
+            return
+        }
+        self.forget(session)
+        for subscriber in session.subscriberList {
+            subscriber.close(code: WebSocketErrorCode(codeNumber: 1012), reason: "session replaced; reconnect")
+        }
+    }
+
+    /// Pulls every held copy the log is ahead of: a wake-up that never came (a NOTIFY lost while
+    /// PostgreSQL was up) delays an event by one heartbeat at most.
+    func resync(cluster: Cluster) async throws {
+        let held = self.all
+        let logSeqs = try await cluster.log.lastSeqs(of: held.map(\.id))
+        for session in held where (logSeqs[session.id] ?? 0) > session.lastSeq {
+            self.pull(session.id, cluster: cluster)
         }
     }
 
@@ -215,6 +259,7 @@ extension SessionStore {
         }
     }
 
-    /// The sessions this host's clients follow, for the heartbeat.
-    var followed: [String] { self.all.filter(\.hasSubscribers).map(\.id) }
+    /// The sessions this host's clients follow and the histories it serves, for the heartbeat:
+    /// the log keeps them from being freed as idle.
+    var followed: [String] { self.all.filter { $0.hasSubscribers || $0.isPinned }.map(\.id) }
 }

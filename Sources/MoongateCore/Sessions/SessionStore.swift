@@ -37,14 +37,32 @@ final class SessionStore: Sendable {
 
     /// A copy of a session from the cluster's log, unless one is held already (two clients of a
     /// new session joining at once): the one held wins.
-    func hold(_ restored: RestoredSession) -> (session: Session, isNew: Bool) {
+    func hold(_ id: String, loaded: ClusterLog.Loaded) -> (session: Session, isNew: Bool) {
         self.sessions.withLockedValue { sessions in
-            if let existing = sessions[restored.id] {
+            if let existing = sessions[id] {
                 return (existing, false)
             }
+            let restored = RestoredSession(
+                id: id,
+                epoch: loaded.epoch,
+                settings: loaded.settings,
+                lastSeq: loaded.tailAfter,
+                closedAt: nil,
+                events: []
+            )
             let session = Session(restoring: restored, journal: nil)
-            sessions[restored.id] = session
+            _ = session.absorb(loaded.pulled)
+            sessions[id] = session
             return (session, true)
+        }
+    }
+
+    /// Drops a copy the cluster's log no longer has (freed, or replaced by a new incarnation).
+    func forget(_ session: Session) {
+        self.sessions.withLockedValue { sessions in
+            if sessions[session.id] === session {
+                sessions[session.id] = nil
+            }
         }
     }
 
@@ -130,12 +148,12 @@ final class SessionStore: Sendable {
             }
             if outcome.failure != nil { break }
         }
-        outcome.epoch = self.existing(id)?.epoch
+        outcome.epoch = self.session(id).epoch
         let appended = outcome
         // The journal writes in order: once the last is in, all are.
         guard let journaled else { return loop.makeSucceededFuture(appended) }
         return journaled.hop(to: loop).map { appended }.recover { error in
-            BatchOutcome(epoch: appended.epoch, seqs: [], failure: .unavailable("the events were appended but could not be journaled: \(error)"))
+            BatchOutcome(epoch: appended.epoch, seqs: appended.seqs, failure: .notDurable("the events were appended but could not be journaled: \(error)"))
         }
     }
 
@@ -154,6 +172,7 @@ final class SessionStore: Sendable {
             return loop.makeSucceededFuture(self.session(id, creatingWith: settings))
         }
         if let session = self.existing(id) {
+            session.touch()
             return self.catchUp(session, cluster: cluster, on: loop)
         }
         return self.load(id, creatingWith: settings, cluster: cluster, on: loop).flatMapThrowing { session in

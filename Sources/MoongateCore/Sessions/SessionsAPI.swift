@@ -84,6 +84,7 @@ struct SessionsAPI {
                     case .closed: .conflict
                     case .invalid: .badRequest
                     case .unavailable: .serviceUnavailable
+                    case .notDurable: .internalServerError
                     }
                 return .json(status, #"{"error":\#(jsonString(failure.description)),"seqs":[\#(seqs)]}"#)
             }
