@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import PostgresNIO
 
@@ -12,6 +13,7 @@ final class ClusterLog: Sendable {
     let schema: ClusterSchema
     private let logger: Logger
     let metrics: ClusterMetrics
+    private let encodedSettings = NIOLockedValueBox<[SessionSettings: String]>([:])
 
     init(client: PostgresClient, schema: ClusterSchema, metrics: ClusterMetrics, logger: Logger) {
         self.client = client
@@ -53,7 +55,7 @@ final class ClusterLog: Sendable {
     func append(session id: String, body: String, type: String?, settings: SessionSettings) async throws -> Committed? {
         let sessions = self.schema.table("sessions")
         let events = self.schema.table("events")
-        let settingsJSON = try Self.json(settings)
+        let settingsJSON = try self.json(settings)
         let query: PostgresQuery = """
             WITH bumped AS (
                 INSERT INTO \(unescaped: sessions) AS s (id, epoch, settings, last_seq, closed_at)
@@ -91,7 +93,7 @@ final class ClusterLog: Sendable {
             // too (DO NOTHING would return no row, and a second SELECT's snapshot may not see it).
             query = """
                 INSERT INTO \(unescaped: sessions) AS s (id, epoch, settings)
-                VALUES (\(id), \(Session.makeEpoch()), \(try Self.json(settings))::jsonb)
+                VALUES (\(id), \(Session.makeEpoch()), \(try self.json(settings))::jsonb)
                 ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id
                 RETURNING s.epoch, s.settings::text, s.last_seq, extract(epoch FROM s.closed_at)::float8
                 """
@@ -230,7 +232,14 @@ final class ClusterLog: Sendable {
         )
     }
 
-    private static func json(_ settings: SessionSettings) throws -> String {
-        String(decoding: try JSONEncoder().encode(settings), as: UTF8.self)
+    /// Settings as the log stores them; encoded once per distinct value (an append sends them
+    /// in case it creates the session, and JSONEncoder was a visible share of an append's cost).
+    private func json(_ settings: SessionSettings) throws -> String {
+        if let cached = self.encodedSettings.withLockedValue({ $0[settings] }) {
+            return cached
+        }
+        let encoded = String(decoding: try JSONEncoder().encode(settings), as: UTF8.self)
+        self.encodedSettings.withLockedValue { $0[settings] = encoded }
+        return encoded
     }
 }

@@ -1,7 +1,7 @@
 /// How a session's history is bounded and when it ends; declared per endpoint with
 /// `session = { ... }` (read by `EndpointSchema`), host defaults otherwise. Codable for the
 /// journal, which stores each session's settings.
-public struct SessionSettings: Sendable, Equatable, Codable {
+public struct SessionSettings: Sendable, Hashable, Codable {
     /// Path parameter (or, failing that, query parameter) that names the session.
     public var param: String = "session"
     /// Events kept, at most.
