@@ -46,6 +46,19 @@ class PostgresServer:
         )
         assert result.returncode == 0, result.stderr
 
+    def _processes(self):
+        postmaster = (self.folder / "data" / "postmaster.pid").read_text().split()[0]
+        children = subprocess.run(["pgrep", "-P", postmaster], capture_output=True, text=True).stdout.split()
+        return [postmaster, *children]
+
+    def freeze(self):
+        """SIGSTOP to the server and its backends: connections stay open and answer nothing, as
+        across a network that drops every packet."""
+        subprocess.run(["kill", "-STOP", *self._processes()], check=True)
+
+    def thaw(self):
+        subprocess.run(["kill", "-CONT", *self._processes()], check=True)
+
     def remove(self):
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)

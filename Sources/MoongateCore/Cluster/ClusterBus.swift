@@ -116,7 +116,15 @@ final class ClusterBus: Sendable {
         }
     }
 
+    /// How often the LISTEN connection is asked to answer, and how long it has: a connection that
+    /// went silent (a network that drops packets, a frozen server) is closed and counted as lost,
+    /// so appends fail at once instead of waiting on it.
+    static let probeInterval = TimeAmount.seconds(2)
+    static let probeTimeout = TimeAmount.seconds(3)
+
     private func consume(_ connection: PostgresConnection, _ receiver: Receiver) async throws {
+        let probe = Task { await self.probe(connection) }
+        defer { probe.cancel() }
         try await connection.listen(on: self.schema.wakeChannel) { notifications in
             receiver.listening()
             for try await notification in notifications {
@@ -140,6 +148,19 @@ final class ClusterBus: Sendable {
                     }
                 }
             }
+        }
+    }
+
+    private func probe(_ connection: PostgresConnection) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .nanoseconds(Self.probeInterval.nanoseconds))
+            guard !Task.isCancelled, !connection.isClosed else { return }
+            let deadline = self.loop.scheduleTask(in: Self.probeTimeout) {
+                self.logger.warning("cluster: PostgreSQL did not answer within 3 s; reconnecting")
+                connection.close().whenFailure { _ in }
+            }
+            _ = try? await connection.query("SELECT 1", logger: self.logger)
+            deadline.cancel()
         }
     }
 
