@@ -264,28 +264,24 @@ final class ClusterBus: Sendable {
     /// The latest value a leader watcher of `path` relayed, if any.
     func snapshot(of path: String) async -> String? {
         let table = self.schema.table("snapshots")
-        do {
-            let rows = try await self.client.query("SELECT body FROM \(unescaped: table) WHERE path = \(path)", logger: self.logger)
-            for try await body in rows.decode(String.self) {
-                return body
-            }
-        } catch {
-            self.metrics.failed("snapshot")
-            self.logger.warning("cluster: could not read the snapshot of \(path): \(ClusterStartupCheck.describe(error))")
-        }
-        return nil
+        return await self.body("SELECT body FROM \(unescaped: table) WHERE path = \(path)", operation: "snapshot", what: "the snapshot of \(path)")
     }
 
     private func fetchStored(_ id: Int64) async -> String? {
         let table = self.schema.table("broadcasts")
+        return await self.body("SELECT body FROM \(unescaped: table) WHERE id = \(id)", operation: "fetch", what: "a relayed broadcast")
+    }
+
+    /// The `body` column of the query's first row; nil (logged and counted) if it failed.
+    private func body(_ query: PostgresQuery, operation: String, what: String) async -> String? {
         do {
-            let rows = try await self.client.query("SELECT body FROM \(unescaped: table) WHERE id = \(id)", logger: self.logger)
+            let rows = try await self.client.query(query, logger: self.logger)
             for try await body in rows.decode(String.self) {
                 return body
             }
         } catch {
-            self.metrics.failed("fetch")
-            self.logger.warning("cluster: could not read a relayed broadcast: \(ClusterStartupCheck.describe(error))")
+            self.metrics.failed(operation)
+            self.logger.warning("cluster: could not read \(what): \(ClusterStartupCheck.describe(error))")
         }
         return nil
     }
