@@ -505,8 +505,9 @@ def test_metrics_and_the_console_show_the_cluster(cluster):
     async def one_delivery():
         async with session_connect(b, "/ws/progress/seen?last_seq=0") as on_b:
             await recv_json(on_b)
-            a.emit("seen", {"type": "step", "n": 1})
-            await read_events(on_b, 1)
+            for n in range(1, 6):
+                a.emit("seen", {"type": "step", "n": n})
+                await read_events(on_b, n)
 
     asyncio.run(one_delivery())
     deadline = time.monotonic() + 15

@@ -54,6 +54,8 @@ final class Session: Sendable {
         /// meanwhile.
         var pulling = false
         var pullAgain = false
+        /// The earliest wake-up not yet followed by a delivery, for the wake-to-delivery metric.
+        var wokenAt: NIODeadline?
         /// In a cluster: an endpoint's history, kept while the endpoint is served.
         var pinned = false
     }
@@ -229,14 +231,25 @@ final class Session: Sendable {
     var isPinned: Bool { self.state.withLockedValue { $0.pinned } }
 
     /// True if the caller should pull now; false if a pull is under way (it will run once more).
-    func beginPull() -> Bool {
+    func beginPull(wokenAt: NIODeadline? = nil) -> Bool {
         self.state.withLockedValue { state in
+            if let wokenAt, state.wokenAt == nil {
+                state.wokenAt = wokenAt
+            }
             guard !state.pulling else {
                 state.pullAgain = true
                 return false
             }
             state.pulling = true
             return true
+        }
+    }
+
+    /// The wake-up the clients just woken were waiting on, if any (taken once).
+    func takeWokenAt() -> NIODeadline? {
+        self.state.withLockedValue { state in
+            defer { state.wokenAt = nil }
+            return state.wokenAt
         }
     }
 

@@ -180,28 +180,24 @@ extension SessionStore {
     /// Brings this host's copy of a session up to date with the log and wakes its clients; nothing
     /// if no copy is held. One pull per session at a time; asked for during one, it runs again.
     func pull(_ id: String, cluster: Cluster, wokenAt: NIODeadline? = nil) {
-        guard let session = self.existing(id), session.beginPull() else { return }
+        guard let session = self.existing(id), session.beginPull(wokenAt: wokenAt) else { return }
         Task {
             var more = true
-            var wokenAt = wokenAt
             while more {
                 var full = false
                 do {
-                    guard let pulled = try await cluster.log.pull(session: id, after: session.lastSeq), pulled.epoch == session.epoch
-                    else {
+                    let pulled = try await cluster.log.pull(session: id, after: session.lastSeq)
+                    guard let pulled, pulled.epoch == session.epoch else {
                         self.replaced(session, cluster: cluster)
-                        _ = session.endPull(more: false)
+                        while session.endPull(more: false) {}
                         return
                     }
-                    do {
-                        let subscribers = session.absorb(pulled)
-                        Session.wake(subscribers)
-                        if let woken = wokenAt, !subscribers.isEmpty {
-                            cluster.metrics.wakeToDelivery.recordNanoseconds((NIODeadline.now() - woken).nanoseconds)
-                            wokenAt = nil
-                        }
-                        full = pulled.events.count >= ClusterLog.pullLimit
+                    let subscribers = session.absorb(pulled)
+                    Session.wake(subscribers)
+                    if !subscribers.isEmpty, let woken = session.takeWokenAt() {
+                        cluster.metrics.wakeToDelivery.recordNanoseconds((NIODeadline.now() - woken).nanoseconds)
                     }
+                    full = pulled.events.count >= ClusterLog.pullLimit
                 } catch {
                     cluster.logger.warning("cluster: could not pull session \(id): \(ClusterStartupCheck.describe(error))")
                 }
