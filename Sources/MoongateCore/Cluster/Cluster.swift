@@ -89,25 +89,17 @@ final class Cluster: Sendable {
     ) {
         let receiver = ClusterBus.Receiver(
             listening: {
-                if !self.firstListenDone.withLockedValue({ done in defer { done = true }; return done }) {
+                if !self.firstListenDone.exchange(true) {
                     self.firstListen.succeed()
                 }
-                let wasDown = self.reachableBox.withLockedValue { reachable in
-                    defer { reachable = true }
-                    return !reachable
-                }
-                if wasDown {
+                if !self.reachableBox.exchange(true) {
                     self.logger.info("cluster: PostgreSQL reachable again at \(self.url); catching up")
                 }
                 wake(nil)
             },
             lost: { error in
-                let wasUp = self.reachableBox.withLockedValue { reachable in
-                    defer { reachable = false }
-                    return reachable
-                }
                 self.metrics.failed("listen")
-                if wasUp {
+                if self.reachableBox.exchange(false) {
                     self.logger.error("cluster: lost PostgreSQL at \(self.url): \(ClusterStartupCheck.describe(error)); appends fail until it is back")
                 }
             },
@@ -159,7 +151,7 @@ final class Cluster: Sendable {
         for (task, awaited) in tasks where awaited {
             await task.value
         }
-        if !self.firstListenDone.withLockedValue({ done in defer { done = true }; return done }) {
+        if !self.firstListenDone.exchange(true) {
             self.firstListen.fail(ClusterStartupCheck.Failure(reason: "stopped"))
         }
         await self.nodes.leave()
@@ -169,5 +161,15 @@ final class Cluster: Sendable {
         }
         pool?.cancel()
         await pool?.value
+    }
+}
+
+extension NIOLockedValueBox where Value == Bool {
+    /// Sets the flag and returns what it was, in one step.
+    fileprivate func exchange(_ value: Bool) -> Bool {
+        self.withLockedValue { current in
+            defer { current = value }
+            return current
+        }
     }
 }

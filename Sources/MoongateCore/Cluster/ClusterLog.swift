@@ -39,7 +39,6 @@ final class ClusterLog: Sendable {
 
     /// A session's row, and the tail of its log that its bounds keep.
     struct Loaded: Sendable {
-        let epoch: String
         let settings: SessionSettings
         let pulled: Pulled
         /// The seq the tail follows on from (the one before its first event).
@@ -114,7 +113,7 @@ final class ClusterLog: Sendable {
         let history = UInt64(max(settings.history, 1))
         let tailAfter = lastSeq > history ? lastSeq - history : 0
         guard let pulled = try await self.pull(session: id, after: tailAfter, limit: Int(history)) else { return nil }
-        return Loaded(epoch: header.epoch, settings: settings, pulled: pulled, tailAfter: tailAfter)
+        return Loaded(settings: settings, pulled: pulled, tailAfter: tailAfter)
     }
 
     /// The last seq of each of these sessions that still exists.

@@ -58,6 +58,13 @@ final class Session: Sendable {
         var wokenAt: NIODeadline?
         /// In a cluster: an endpoint's history, kept while the endpoint is served.
         var pinned = false
+
+        /// Holds `event`, the newest: every way an event comes in (append, journal, pull) ends here.
+        mutating func push(_ event: SessionEvent) {
+            self.events.append(event)
+            self.bytes += event.text.readableBytes
+            self.lastSeq = event.seq
+        }
     }
 
     init(id: String, settings: SessionSettings, journal: SessionJournal? = nil, now: NIODeadline = .now()) {
@@ -83,9 +90,7 @@ final class Session: Sendable {
         var state = State(lastActivity: now)
         for event in restored.events {
             let text = ByteBuffer(string: event.body)
-            state.events.append(SessionEvent(seq: event.seq, text: text, time: monotonic(event.at)))
-            state.lastSeq = event.seq
-            state.bytes += text.readableBytes
+            state.push(SessionEvent(seq: event.seq, text: text, time: monotonic(event.at)))
         }
         state.lastSeq = max(restored.lastSeq, restored.events.last?.seq ?? 0)
         state.closedAt = restored.closedAt.map(monotonic)
@@ -132,9 +137,7 @@ final class Session: Sendable {
             }
             let seq = state.lastSeq + 1
             let event = SessionEvent(seq: seq, text: Self.stamp(text, seq: seq), time: now)
-            state.lastSeq = seq
-            state.events.append(event)
-            state.bytes += event.text.readableBytes
+            state.push(event)
             state.lastActivity = now
             // Journaled under the lock, so the journal sees events in seq order.
             let wallNow = Date().timeIntervalSince1970
@@ -189,9 +192,7 @@ final class Session: Sendable {
                 }
                 let text = ByteBuffer(string: event.body)
                 let time = now - .interval(max(0, wallNow - event.at))
-                state.events.append(SessionEvent(seq: event.seq, text: text, time: time))
-                state.bytes += text.readableBytes
-                state.lastSeq = event.seq
+                state.push(SessionEvent(seq: event.seq, text: text, time: time))
             }
             if pulled.lastSeq > state.lastSeq, pulled.events.isEmpty {
                 state.events.removeAll()
@@ -212,9 +213,7 @@ final class Session: Sendable {
         self.state.withLockedValue { state in
             guard seq == state.lastSeq + 1 else { return nil }
             let stamped = Self.stamp(text, seq: seq)
-            state.events.append(SessionEvent(seq: seq, text: stamped, time: now))
-            state.bytes += stamped.readableBytes
-            state.lastSeq = seq
+            state.push(SessionEvent(seq: seq, text: stamped, time: now))
             if closed, state.closedAt == nil {
                 state.closedAt = now
             }

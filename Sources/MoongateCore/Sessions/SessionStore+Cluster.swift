@@ -121,12 +121,8 @@ extension SessionStore {
 
     /// For a script's `session_status`: the copy held, else the log's, waiting as `emit` does.
     func statusAndWait(_ id: String) -> SessionStatus? {
-        if let session = self.existing(id) {
-            return session.status
-        }
-        guard let cluster = self.cluster else { return nil }
-        let loaded = self.load(id, creatingWith: nil, cluster: cluster, on: cluster.loop)
-        return (try? Self.waitOnScriptThread(loaded).get())??.status
+        guard let cluster = self.cluster else { return self.existing(id)?.status }
+        return (try? Self.waitOnScriptThread(self.lookup(id, on: cluster.loop)).get())??.status
     }
 
     /// Until the coroutine-based script I/O of issue #15 lets a script suspend instead.

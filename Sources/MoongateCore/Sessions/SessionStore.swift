@@ -44,7 +44,7 @@ final class SessionStore: Sendable {
             }
             let restored = RestoredSession(
                 id: id,
-                epoch: loaded.epoch,
+                epoch: loaded.pulled.epoch,
                 settings: loaded.settings,
                 lastSeq: loaded.tailAfter,
                 closedAt: nil,
