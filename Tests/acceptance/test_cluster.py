@@ -564,7 +564,7 @@ def test_many_clients_joining_a_new_session_at_once_all_get_it(cluster):
 def test_a_silent_postgres_is_noticed_and_appends_fail_at_once(cluster, postgres):
     a, b = cluster.start(2)
     assert a.emit("silent", {"type": "step", "n": 1})[1] == [1]
-    mark = a.log_mark()
+    mark, b_mark = a.log_mark(), b.log_mark()
     postgres.freeze()
     try:
         a.wait_for_log(lambda l: "lost PostgreSQL" in l, timeout=15, since=mark, what="the silence noticed")
@@ -575,6 +575,8 @@ def test_a_silent_postgres_is_noticed_and_appends_fail_at_once(cluster, postgres
     finally:
         postgres.thaw()
     a.wait_for_log(lambda l: "reachable again" in l, timeout=30, since=mark, what="the reconnect")
+    # B noticed the silence too and refuses new session clients until it has reconnected.
+    b.wait_for_log(lambda l: "reachable again" in l, timeout=30, since=b_mark, what="B's reconnect")
     assert a.emit("silent", {"type": "step", "n": 3})[1] == [2]
     got = asyncio.run(collect(b, "silent", 2))
     assert [m["n"] for m in got] == [1, 3]

@@ -129,7 +129,9 @@ final class Cluster: Sendable {
         resync: @escaping @Sendable () async throws -> Void
     ) {
         self.spawn {
-            await self.nodes.beat(address: address, connections: connections, followed: followed, resync: resync, log: self.log)
+            await self.nodes.beat(address: address, connections: connections, followed: followed, resync: resync, log: self.log) {
+                self.leadership.leads("the session sweep")
+            }
         }
     }
 

@@ -3,8 +3,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 import PostgresNIO
 
-/// Which host of a cluster runs each `leader = true` watcher: the one holding its PostgreSQL
-/// advisory lock. The locks are held on one dedicated connection, so they go when the host does
+/// Which host of a cluster runs each cluster-wide duty (a `leader = true` watcher, the session
+/// sweep): the one holding its PostgreSQL advisory lock. The locks are held on one dedicated connection, so they go when the host does
 /// (PostgreSQL releases a dead session's locks) and another host, trying every second, takes over.
 /// Losing the connection loses every lock at once; the host stops polling until it holds them again.
 final class ClusterLeadership: Sendable {
@@ -28,11 +28,12 @@ final class ClusterLeadership: Sendable {
         self.logger = logger
     }
 
-    /// Whether this host runs the watcher `name` now; the first ask makes the host try for it.
-    func leads(_ name: String) -> Bool {
+    /// Whether this host runs `duty` now (a name for the log, e.g. "the watcher of /feed"); the
+    /// first ask makes the host try for it.
+    func leads(_ duty: String) -> Bool {
         self.state.withLockedValue { state in
-            state.wanted.insert(name)
-            return state.held.contains(name)
+            state.wanted.insert(duty)
+            return state.held.contains(duty)
         }
     }
 
@@ -71,12 +72,12 @@ final class ClusterLeadership: Sendable {
             try await connection.query("SELECT 1", logger: self.logger)
             return
         }
-        for name in wanted.subtracting(held).sorted() {
-            let key = "moongate \(self.schema.name) watcher \(name)"
+        for duty in wanted.subtracting(held).sorted() {
+            let key = "moongate \(self.schema.name) \(duty)"
             let rows = try await connection.query("SELECT pg_try_advisory_lock(hashtext(\(key)))", logger: self.logger)
             for try await acquired in rows.decode(Bool.self) where acquired {
-                self.state.withLockedValue { _ = $0.held.insert(name) }
-                self.logger.info("cluster: this host now runs the watcher of \(name)")
+                self.state.withLockedValue { _ = $0.held.insert(duty) }
+                self.logger.info("cluster: this host now runs \(duty)")
             }
         }
     }
@@ -86,8 +87,8 @@ final class ClusterLeadership: Sendable {
             defer { state.held.removeAll() }
             return state.held
         }
-        for name in lost.sorted() {
-            self.logger.warning("cluster: no longer runs the watcher of \(name) (lost PostgreSQL)")
+        for duty in lost.sorted() {
+            self.logger.warning("cluster: no longer runs \(duty) (lost PostgreSQL)")
         }
     }
 }

@@ -48,14 +48,15 @@ final class ClusterNodes: Sendable {
     var latest: [Node] { self.seen.withLockedValue { $0 } }
 
     /// Writes this host's row every `interval` until cancelled, touches the sessions its clients
-    /// follow, pulls copies the log is ahead of (`resync`), and applies the cluster's session
-    /// bounds every few beats.
+    /// follow, pulls copies the log is ahead of (`resync`), and, on the one host `sweeps` says
+    /// leads it, applies the cluster's session bounds every few beats.
     func beat(
         address: String,
         connections: @Sendable () -> Int,
         followed: @Sendable () -> [String],
         resync: @Sendable () async throws -> Void,
-        log: ClusterLog
+        log: ClusterLog,
+        sweeps: @Sendable () -> Bool
     ) async {
         self.idBox.withLockedValue { id in
             if id == nil {
@@ -71,7 +72,8 @@ final class ClusterNodes: Sendable {
                 let nodes = try await self.list()
                 self.seen.withLockedValue { $0 = nodes }
                 self.metrics.nodes.record(nodes.count)
-                if beats % Self.sweepEvery == 0 {
+                // One host sweeps for the cluster: the statement scans every session's events.
+                if beats % Self.sweepEvery == 0, sweeps() {
                     try await log.sweep()
                 }
             } catch {

@@ -80,7 +80,7 @@ extension ScriptContext {
         let slot = self.slots[index - 1]
         let cluster = self.services.sessions.cluster
         let leads = self.specs[index - 1].watchLeader ? cluster : nil
-        if let leads, !leads.leadership.leads(slot.pattern.description) {
+        if let leads, !leads.leadership.leads("the watcher of \(slot.pattern)") {
             return
         }
         do {
