@@ -77,24 +77,26 @@ static inline void moongate_push_swift_function(lua_State *L, moongate_swift_fun
     lua_pushcclosure(L, moongate_call_swift, 1);
 }
 
-// Message handler for every protected call the host makes: returns a table
-// { message = ..., source = "file", line = n, traceback = "..." }, blaming the innermost Lua frame
-// (as Redis does) so errors raised from C still name the script line that caused them.
-static inline int moongate_message_handler(lua_State *L) {
-    const char *message = lua_tostring(L, 1);
+// Replaces the error object on top of L with a table { message = ..., source = "file", line = n,
+// traceback = "..." } describing it, from the stack of `where` (L itself inside a message handler,
+// or a coroutine that died) starting at `first_level`. The innermost Lua frame is blamed (as Redis
+// does) so errors raised from C still name the script line that caused them.
+static inline void moongate_describe_error(lua_State *L, lua_State *where, int first_level) {
+    int object = lua_gettop(L);
+    const char *message = lua_tostring(L, object);
     if (message == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+        if (luaL_callmeta(L, object, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
             message = lua_tostring(L, -1);
         } else {
-            message = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+            message = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, object));
         }
     }
     lua_createtable(L, 0, 4);
     lua_pushstring(L, message);
     lua_setfield(L, -2, "message");
     lua_Debug ar;
-    for (int level = 1; lua_getstack(L, level, &ar); level++) {
-        lua_getinfo(L, "Sl", &ar);
+    for (int level = first_level; lua_getstack(where, level, &ar); level++) {
+        lua_getinfo(where, "Sl", &ar);
         // Blame script code, not the host's own chunks.
         if (ar.currentline > 0 && !moongate_is_host_chunk(ar.short_src)) {
             lua_pushstring(L, ar.short_src);
@@ -104,8 +106,15 @@ static inline int moongate_message_handler(lua_State *L) {
             break;
         }
     }
-    luaL_traceback(L, L, NULL, 1);
+    luaL_traceback(L, where, NULL, first_level);
     lua_setfield(L, -2, "traceback");
+    lua_replace(L, object);
+    lua_settop(L, object);
+}
+
+// Message handler for every protected call the host makes.
+static inline int moongate_message_handler(lua_State *L) {
+    moongate_describe_error(L, L, 1);
     return 1;
 }
 
@@ -165,6 +174,29 @@ static inline void moongate_set_budget(lua_State *L, long long budget) {
         lua_sethook(L, NULL, 0, 0);
     }
 }
+
+// Starts or continues coroutine `co` with `nargs` values on its stack, under the instruction budget,
+// `*spent` instructions of which earlier runs of the same callback already used (time spent waiting
+// between runs is not charged). On return `*spent` is updated and `*nresults` values are on `co`'s
+// stack: the results, the yielded values, or (on an error) the error object.
+static inline int moongate_resume(lua_State *L, lua_State *co, int nargs, int *nresults, long long budget, long long *spent) {
+    moongate_limits *limits = moongate_limits_of(L);
+    limits->budget = budget;
+    limits->spent = *spent;
+    limits->tripped = 0;
+    if (budget > 0) {
+        lua_sethook(co, moongate_budget_hook, LUA_MASKCOUNT, MOONGATE_HOOK_GRANULARITY);
+    }
+    int status = lua_resume(co, L, nargs, nresults);
+    *spent = limits->spent;
+    limits->budget = 0;
+    limits->spent = 0;
+    limits->tripped = 0;
+    lua_sethook(co, NULL, 0, 0);
+    return status;
+}
+
+static inline int moongate_is_yield(int status) { return status == LUA_YIELD; }
 
 // Memory cap: an allocator that refuses to grow a state past `limit` bytes makes Lua raise a
 // memory error in the script instead of exhausting the host.

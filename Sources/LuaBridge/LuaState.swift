@@ -3,13 +3,18 @@ import CLua
 /// One Lua 5.4 state with Moongate's sandboxed standard library, a memory cap and an instruction
 /// budget per call. Not thread-safe: a state belongs to exactly one serial executor.
 public final class LuaState {
-    public let pointer: OpaquePointer
+    /// The thread whose stack the helpers work on: the main one, or inside a host function the
+    /// coroutine that called it (see ``onThread(_:_:)``).
+    public private(set) var pointer: OpaquePointer
+    private let mainThread: OpaquePointer
     private let allocation: UnsafeMutablePointer<moongate_limits>
     private let memoryLimit: Int
     /// Instructions one protected call may run before it is stopped; 0 disables the budget.
     public var instructionBudget: Int32
     /// Name used for errors that carry no location of their own.
     public let scriptName: String
+    /// Coroutines whose callbacks finished, kept for the next callbacks (see LuaState+Coroutines).
+    var idleCoroutines: [LuaCoroutine] = []
 
     public init(scriptName: String, memoryLimit: Int = 0, instructionBudget: Int32 = 0) throws(ScriptError) {
         self.scriptName = scriptName
@@ -22,12 +27,13 @@ public final class LuaState {
             throw ScriptError(kind: .memory, script: scriptName, line: nil, message: "cannot create a Lua state")
         }
         self.pointer = pointer
+        self.mainThread = pointer
         moongate_open_sandboxed_libraries(pointer)
         self.allocation.pointee.limit = memoryLimit
     }
 
     deinit {
-        lua_close(self.pointer)
+        lua_close(self.mainThread)
         self.allocation.deallocate()
     }
 
@@ -37,6 +43,15 @@ public final class LuaState {
     public var top: Int32 { lua_gettop(self.pointer) }
 
     public func pop(_ count: Int32 = 1) { moongate_pop(self.pointer, count) }
+
+    /// Runs a host function called from Lua on `thread` (the main thread or a coroutine) with the
+    /// helpers working on that thread's stack, where its arguments are.
+    public func onThread<Result>(_ thread: OpaquePointer, _ body: () -> Result) -> Result {
+        let saved = self.pointer
+        self.pointer = thread
+        defer { self.pointer = saved }
+        return body()
+    }
 
     /// Stores an unretained pointer that host functions read back with ``context(of:)``.
     public func setContext(_ context: UnsafeMutableRawPointer?) {
@@ -94,7 +109,7 @@ public final class LuaState {
         throw error
     }
 
-    private func errorFromStack(status: Int32) -> ScriptError {
+    func errorFromStack(status: Int32) -> ScriptError {
         let state = self.pointer
         guard lua_type(state, -1) == LUA_TTABLE else {
             let message = self.string(at: -1) ?? "error object is not a string"

@@ -13,6 +13,10 @@ public struct ScriptError: Error, Sendable, Equatable, CustomStringConvertible {
         case definition
         /// The scripts folder, or a file in it, could not be read.
         case unreadable
+        /// The callback waited on I/O past its wall-clock limit and was cancelled.
+        case timeout
+        /// The callback waited on I/O when its script was reloaded or stopped, and was cancelled.
+        case cancelled
     }
 
     public var kind: Kind
