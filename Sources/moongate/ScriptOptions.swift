@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import MoongateCore
 
 struct ScriptOptions: ParsableArguments {
@@ -14,12 +15,38 @@ struct ScriptOptions: ParsableArguments {
     @Option(name: .long, help: "A folder scripts may read with read_file/read_json (repeatable; the scripts' own folder always is).")
     var allowRead: [String] = []
 
+    @Option(name: .long, help: "Seconds one callback may take, waiting on I/O included, before it is cancelled.")
+    var luaTimeout: Double = 30
+
+    @Option(name: .long, help: "A host scripts may reach with http.*: HOST, HOST:PORT, or * for any (repeatable; none by default).")
+    var allowNet: [String] = []
+
+    @Option(name: .long, help: "Largest HTTP response body a script may read, in bytes.")
+    var httpMaxBody: Int = 8 << 20
+
+    @Option(name: .long, help: "PEM file of certificate authorities HTTPS trusts besides the system's.")
+    var caFile: String?
+
     var limits: ScriptLimits {
-        ScriptLimits(memoryBytes: self.luaMemory << 20, instructionBudget: self.luaBudget, readableDirectories: self.allowRead)
+        ScriptLimits(
+            memoryBytes: self.luaMemory << 20,
+            instructionBudget: self.luaBudget,
+            readableDirectories: self.allowRead,
+            callTimeout: self.luaTimeout,
+            outbound: OutboundPolicy(allowedNet: self.allowNet, httpMaxBody: self.httpMaxBody, caFile: self.caFile)
+        )
     }
 
     func validate() throws {
         guard self.luaMemory > 0 else { throw ValidationError("--lua-memory must be at least 1 MiB") }
         guard self.luaBudget > 0 else { throw ValidationError("--lua-budget must be positive") }
+        guard self.luaTimeout > 0 else { throw ValidationError("--lua-timeout must be a positive number of seconds") }
+        guard self.httpMaxBody > 0 else { throw ValidationError("--http-max-body must be positive") }
+        for entry in self.allowNet {
+            if let problem = OutboundPolicy.problem(withAllowance: entry) { throw ValidationError(problem) }
+        }
+        if let caFile = self.caFile, !FileManager.default.isReadableFile(atPath: caFile) {
+            throw ValidationError("--ca-file \(caFile): cannot read the file")
+        }
     }
 }

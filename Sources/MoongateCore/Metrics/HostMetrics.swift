@@ -18,6 +18,7 @@ final class HostMetrics: Sendable {
     let sessionBytesBuffered: CoreMetrics.Gauge
     let sessionEvents: CoreMetrics.Counter
     let sessionsClosed: CoreMetrics.Counter
+    let scriptIO: ScriptIOMetrics
 
     init() {
         var factory = PrometheusMetricsFactory(registry: self.registry)
@@ -31,6 +32,10 @@ final class HostMetrics: Sendable {
             .microseconds(10), .microseconds(50), .microseconds(100), .microseconds(500), .milliseconds(1),
             .milliseconds(5), .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1),
         ]
+        factory.durationHistogramBuckets["moongate_script_io_duration_seconds"] = [
+            .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(50), .milliseconds(100),
+            .milliseconds(500), .seconds(1), .seconds(5), .seconds(10), .seconds(30),
+        ]
         self.factory = factory
         self.reloadDuration = CoreMetrics.Timer(label: "moongate_reload_duration_seconds", factory: factory)
         self.sessionsOpen = CoreMetrics.Gauge(label: "moongate_sessions", factory: factory)
@@ -38,6 +43,7 @@ final class HostMetrics: Sendable {
         self.sessionBytesBuffered = CoreMetrics.Gauge(label: "moongate_session_buffered_bytes", factory: factory)
         self.sessionEvents = CoreMetrics.Counter(label: "moongate_session_events_total", factory: factory)
         self.sessionsClosed = CoreMetrics.Counter(label: "moongate_sessions_closed_total", factory: factory)
+        self.scriptIO = ScriptIOMetrics(factory: factory)
     }
 
     func endpoint(_ path: String) -> EndpointMetrics {

@@ -11,26 +11,33 @@ import NIOWebSocket
 enum HostFunctions {
     static func register(in lua: LuaState) {
         lua.setFunctions([
-            ("send", { state in HostFunctions.send(ScriptContext.current(state!)) }),
-            ("close", { state in HostFunctions.close(ScriptContext.current(state!)) }),
-            ("broadcast", { state in HostFunctions.broadcast(ScriptContext.current(state!)) }),
-            ("publish", { state in HostFunctions.publish(ScriptContext.current(state!)) }),
-            ("conn_info", { state in HostFunctions.connectionInfo(ScriptContext.current(state!)) }),
-            ("log", { state in HostFunctions.log(ScriptContext.current(state!)) }),
-            ("timer", { state in HostFunctions.timer(ScriptContext.current(state!)) }),
-            ("cancel", { state in HostFunctions.cancel(ScriptContext.current(state!)) }),
-            ("now", { state in HostFunctions.now(ScriptContext.current(state!)) }),
-            ("env", { state in HostFunctions.env(ScriptContext.current(state!)) }),
-            ("read_file", { state in HostFunctions.readFile(ScriptContext.current(state!)) }),
-            ("file_mtime", { state in HostFunctions.fileModificationTime(ScriptContext.current(state!)) }),
-            ("read_module", { state in HostFunctions.readModule(ScriptContext.current(state!)) }),
-            ("emit", { state in HostFunctions.emit(ScriptContext.current(state!)) }),
-            ("close_session", { state in HostFunctions.closeSession(ScriptContext.current(state!)) }),
-            ("session_status", { state in HostFunctions.sessionStatus(ScriptContext.current(state!)) }),
-            ("jwt_verify", { state in HostFunctions.jwtVerify(ScriptContext.current(state!)) }),
-            ("cluster_node_id", { state in HostFunctions.clusterNodeID(ScriptContext.current(state!)) }),
-            ("cluster_nodes", { state in HostFunctions.clusterNodes(ScriptContext.current(state!)) }),
+            ("send", { state in HostFunctions.run(state!, HostFunctions.send) }),
+            ("close", { state in HostFunctions.run(state!, HostFunctions.close) }),
+            ("broadcast", { state in HostFunctions.run(state!, HostFunctions.broadcast) }),
+            ("publish", { state in HostFunctions.run(state!, HostFunctions.publish) }),
+            ("conn_info", { state in HostFunctions.run(state!, HostFunctions.connectionInfo) }),
+            ("log", { state in HostFunctions.run(state!, HostFunctions.log) }),
+            ("timer", { state in HostFunctions.run(state!, HostFunctions.timer) }),
+            ("cancel", { state in HostFunctions.run(state!, HostFunctions.cancel) }),
+            ("now", { state in HostFunctions.run(state!, HostFunctions.now) }),
+            ("env", { state in HostFunctions.run(state!, HostFunctions.env) }),
+            ("read_file", { state in HostFunctions.run(state!, HostFunctions.readFile) }),
+            ("file_mtime", { state in HostFunctions.run(state!, HostFunctions.fileModificationTime) }),
+            ("read_module", { state in HostFunctions.run(state!, HostFunctions.readModule) }),
+            ("emit", { state in HostFunctions.run(state!, HostFunctions.emit) }),
+            ("close_session", { state in HostFunctions.run(state!, HostFunctions.closeSession) }),
+            ("session_status", { state in HostFunctions.run(state!, HostFunctions.sessionStatus) }),
+            ("jwt_verify", { state in HostFunctions.run(state!, HostFunctions.jwtVerify) }),
+            ("cluster_node_id", { state in HostFunctions.run(state!, HostFunctions.clusterNodeID) }),
+            ("cluster_nodes", { state in HostFunctions.run(state!, HostFunctions.clusterNodes) }),
+            ("http_request", { state in HostFunctions.run(state!, HostFunctions.httpRequest) }),
         ])
+    }
+
+    /// Runs a host function with the context's helpers on the calling thread's stack.
+    private static func run(_ state: OpaquePointer, _ function: (ScriptContext) -> Int32) -> Int32 {
+        let context = ScriptContext.current(state)
+        return context.lua.onThread(state) { function(context) }
     }
 
     private static func fail(_ context: ScriptContext, _ message: String) -> Int32 {
@@ -309,6 +316,40 @@ enum HostFunctions {
             context.lua.pushNil()
             context.lua.push(failure.description)
             return 2
+        }
+    }
+
+    /// host.http_request(method, url, headers, body, timeout) -> operation id to wait for
+    private static func httpRequest(_ context: ScriptContext) -> Int32 {
+        let lua = context.lua
+        guard let method = lua.string(at: 1)?.uppercased(), let url = lua.string(at: 2) else {
+            return fail(context, "http.request expects a method and a url")
+        }
+        guard !method.isEmpty, method.allSatisfy({ $0.isASCII && $0.isLetter }) else {
+            return fail(context, "http.request: \(method) is not an HTTP method")
+        }
+        var headers: [(String, String)] = []
+        if lua.type(at: 3) == .table {
+            lua.forEachEntry(ofTableAt: 3) { name in
+                if let name, let value = lua.string(at: -1) ?? lua.number(at: -1).map({ $0.formatted }) {
+                    headers.append((name, value))
+                }
+            }
+        }
+        let call = HTTPCall(
+            method: method,
+            url: url,
+            headers: headers,
+            body: lua.withBytes(at: 4) { Array($0) },
+            timeout: .interval(lua.number(at: 5) ?? HTTPCall.defaultTimeout)
+        )
+        let outbound = context.services.outbound
+        switch context.startOperation(kind: "http", what: "http.request \(method) \(url)", { await call.perform(with: outbound) }) {
+        case .success(let id):
+            lua.push(id)
+            return 1
+        case .failure(let refusal):
+            return fail(context, refusal.message("http.request"))
         }
     }
 }

@@ -13,6 +13,7 @@ struct HostServices: Sendable {
     let keepAlive: KeepAliveWheels
     let originRefusals: OriginRefusals
     let limits: ScriptLimits
+    let outbound: ScriptOutbound
     let logger: Logger
 
     /// For `moongate check`: scripts load and describe themselves, nothing is served.
@@ -28,6 +29,7 @@ struct HostServices: Sendable {
             keepAlive: KeepAliveWheels(loops: []),
             originRefusals: OriginRefusals(metrics: metrics),
             limits: limits,
+            outbound: ScriptOutbound(policy: limits.outbound, group: nil),
             logger: logger
         )
     }

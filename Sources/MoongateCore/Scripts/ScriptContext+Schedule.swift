@@ -33,6 +33,7 @@ extension ScriptContext {
     }
 
     func stop() {
+        self.cancelWaitingCallbacks()
         self.tasks.forEach { $0.cancel() }
         self.tasks = []
         self.timers.values.forEach { $0.cancel() }
@@ -65,15 +66,13 @@ extension ScriptContext {
     }
 
     private func fireTimer(_ id: Int) {
-        do {
-            try self.call(.timer, results: 0) { lua in
+        guard self.mayStart(.timer(id), what: "timer") else { return }
+        self.runTick(.timer(id), while: "running a timer", endpoint: nil) { () throws(ScriptError) -> CallOutcome in
+            try self.invoke(.timer, results: 0) { lua in
                 lua.push(id)
                 return 1
             }
-        } catch {
-            self.report(error, while: "running a timer", endpoint: nil, connection: nil)
-        }
-        self.batch.flush()
+        } finished: {}
     }
 
     private func poll(_ index: Int) {
@@ -83,11 +82,14 @@ extension ScriptContext {
         if let leads, !leads.leadership.leads("the watcher of \(slot.pattern)") {
             return
         }
-        do {
-            try self.call(.poll, results: 1) { lua in
+        guard self.mayStart(.poll(index), what: "watch.poll of \(slot.pattern)") else { return }
+        let run = { () throws(ScriptError) -> CallOutcome in
+            try self.invoke(.poll, results: 1) { lua in
                 lua.push(index)
                 return 1
             }
+        }
+        self.runTick(.poll(index), while: "polling (retried every tick)", endpoint: index, run) { [unowned self] in
             let value = self.lua.string(at: -1)
             self.lua.pop()
             if self.lastPollError.removeValue(forKey: index) != nil {
@@ -97,31 +99,80 @@ extension ScriptContext {
             slot.snapshot = value
             self.batch.appendBroadcast(.text(value), to: [(slot, nil)], histories: .record(self.services.sessions))
             leads?.bus.relay(path: slot.pattern.description, text: value, snapshot: true)
-            self.batch.flush()
-        } catch {
-            // A poll that keeps failing the same way is logged once, not every tick.
-            if self.lastPollError[index] != error.description {
-                self.lastPollError[index] = error.description
-                self.report(error, while: "polling (retried every tick)", endpoint: index, connection: nil)
-            }
         }
     }
 
     private func heartbeat(_ index: Int) {
         let slot = self.slots[index - 1]
-        do {
-            try self.call(.heartbeat, results: 1) { lua in
+        guard self.mayStart(.heartbeat(index), what: "heartbeat of \(slot.pattern)") else { return }
+        self.runTick(.heartbeat(index), while: "building the heartbeat", endpoint: index) { () throws(ScriptError) -> CallOutcome in
+            try self.invoke(.heartbeat, results: 1) { lua in
                 lua.push(index)
                 return 1
             }
+        } finished: { [unowned self] in
             if let value = self.lua.string(at: -1) {
                 // Heartbeats are not part of an endpoint's history.
                 self.batch.append(.broadcast(slot.fanout, frame: self.batch.serialize(.text(value)), pathFilter: nil))
             }
             self.lua.pop()
+        }
+    }
+
+    /// A tick whose previous run still waits on I/O is skipped, not piled up; the first skip of a
+    /// stretch is logged.
+    private func mayStart(_ tick: Tick, what: String) -> Bool {
+        guard self.busyTicks.contains(tick) else { return true }
+        if self.overrunLogged.insert(tick).inserted {
+            self.logger.warning("\(what) is still waiting from its last run: this run is skipped (logged once until it keeps up)")
+        }
+        return false
+    }
+
+    /// Runs a watcher, heartbeat or timer callback; `finished` reads and pops its results, now or
+    /// once it has waited. A poll that keeps failing the same way is logged once, not every tick.
+    private func runTick(
+        _ tick: Tick,
+        while activity: String,
+        endpoint: Int?,
+        _ run: () throws(ScriptError) -> CallOutcome,
+        finished: @escaping () -> Void
+    ) {
+        let failed = { [unowned self] (error: ScriptError) in
+            if error.kind == .cancelled { return }
+            if case .poll(let index) = tick {
+                guard self.lastPollError[index] != error.description else { return }
+                self.lastPollError[index] = error.description
+            }
+            self.report(error, while: activity, endpoint: endpoint, connection: nil)
+        }
+        do {
+            switch try run() {
+            case .finished:
+                finished()
+                self.overrunLogged.remove(tick)
+            case .waiting(let callback):
+                self.busyTicks.insert(tick)
+                callback.finish = { [unowned self] result in
+                    self.busyTicks.remove(tick)
+                    switch result {
+                    case .success:
+                        finished()
+                        self.overrunLogged.remove(tick)
+                    case .failure(let error):
+                        failed(error)
+                    }
+                    self.batch.flush()
+                }
+            }
         } catch {
-            self.report(error, while: "building the heartbeat", endpoint: index, connection: nil)
+            failed(error)
         }
         self.batch.flush()
     }
+}
+
+/// A watcher's poll, a heartbeat or a script timer, by endpoint index or timer id.
+enum Tick: Hashable {
+    case poll(Int), heartbeat(Int), timer(Int)
 }

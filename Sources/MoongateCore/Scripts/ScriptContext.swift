@@ -9,12 +9,11 @@ import NIOWebSocket
 final class ScriptContext {
     enum DispatchFunction: String, CaseIterable {
         case describe, authorize, open, text, binary, close, poll, heartbeat, timer
-        case failedMessage = "failed_message"
 
         /// How `moongate_lua_call_duration_seconds` labels calls.
         var metricKind: String {
             switch self {
-            case .text, .binary, .close, .failedMessage: return "handler"
+            case .text, .binary, .close: return "handler"
             case .open: return "initial"
             case .poll: return "poll"
             case .timer: return "timer"
@@ -33,7 +32,7 @@ final class ScriptContext {
     private(set) var specs: [EndpointSpec]
     let logger: Logger
     private(set) var readableRoots: [String]
-    private var dispatch: [DispatchFunction: Int32] = [:]
+    private var dispatchReferences: [DispatchFunction: Int32] = [:]
 
     /// Set on activation; indexes match `specs`.
     var slots: [EndpointSlot] = []
@@ -44,6 +43,22 @@ final class ScriptContext {
     var pendingTimers: [(id: Int, seconds: Double, repeats: Bool)] = []
     var tasks: [RepeatedTask] = []
     var lastPollError: [Int: String] = [:]
+
+    // Callbacks waiting on I/O (ScriptContext+Waiting).
+    var waitingCallbacks: [Int: WaitingCallback] = [:]
+    /// The call a host function started in the callback running now, which yields to wait for it.
+    var startedOperation: ScriptOperation?
+    var isRunningCallback = false
+    /// Set once the script is retiring: no new I/O call starts.
+    var isStopping = false
+    var lastOperation = 0
+    /// Connections one of whose callbacks waits: what they sent meanwhile, in order
+    /// (ScriptContext+Connections).
+    var backlogs: [UInt64: [ConnectionWork]] = [:]
+    /// Watchers, heartbeats and timers whose last run still waits: the next tick skips them.
+    var busyTicks: Set<Tick> = []
+    /// Those whose overrun was logged, until one run finishes in time again.
+    var overrunLogged: Set<Tick> = []
 
     init(file: ScriptFile, services: HostServices) throws(ScriptError) {
         self.file = file
@@ -70,7 +85,7 @@ final class ScriptContext {
         try self.lua.call(arguments: 3, results: 1)
         for function in DispatchFunction.allCases {
             self.lua.pushField(function.rawValue, ofTableAt: -1)
-            self.dispatch[function] = self.lua.popReference()
+            self.dispatchReferences[function] = self.lua.popReference()
         }
         self.lua.pop()
 
@@ -144,7 +159,7 @@ final class ScriptContext {
         _ pushArguments: (LuaState) -> Int32
     ) throws(ScriptError) -> Int32 {
         let arguments = self.lua.withoutMemoryLimit {
-            self.lua.pushReference(self.dispatch[function]!)
+            self.lua.pushReference(self.dispatch(function))
             return pushArguments(self.lua)
         }
         let started = NIODeadline.now()
@@ -157,6 +172,10 @@ final class ScriptContext {
         }
         try self.lua.call(arguments: arguments, results: results)
         return results
+    }
+
+    func dispatch(_ function: DispatchFunction) -> Int32 {
+        self.dispatchReferences[function]!
     }
 
     func index(of slot: EndpointSlot) -> Int? {

@@ -51,7 +51,8 @@ final class ScriptRuntime: Sendable {
         }
     }
 
-    /// Stops every timer and frees the Lua state once the work already queued has run.
+    /// Stops every timer, cancels the callbacks waiting on I/O (their clients' work goes to the
+    /// new version) and frees the Lua state once the work already queued has run.
     func retire() -> EventLoopFuture<Void> {
         self.loop.submit {
             self.context.value?.stop()
@@ -67,14 +68,16 @@ final class ScriptRuntime: Sendable {
 
     // MARK: Connection events, from the I/O loops
 
-    /// Runs the endpoint's `authorize` hook for a handshake.
+    /// Runs the endpoint's `authorize` hook for a handshake (which may wait on I/O).
     func authorize(_ request: AuthorizationRequest, index: Int) -> EventLoopFuture<AuthorizationDecision> {
-        self.loop.submit {
+        let promise = self.loop.makePromise(of: AuthorizationDecision.self)
+        self.loop.execute {
             guard let context = self.context.value else {
-                return .deny(status: 503, reason: "the endpoint is reloading: try again")
+                return promise.succeed(.deny(status: 503, reason: "the endpoint is reloading: try again"))
             }
-            return context.authorize(request, index: index)
+            context.authorize(request, index: index) { promise.succeed($0) }
         }
+        return promise.futureResult
     }
 
     func connect(_ connection: Connection) {

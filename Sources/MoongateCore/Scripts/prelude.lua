@@ -11,13 +11,50 @@ local conns = {}          -- connection id -> conn object, created when a callba
 local timers = {}         -- timer id -> { fn, repeats, endpoint }
 local next_timer = 0
 local current             -- index of the endpoint whose callback is running
-local last_type
 
 local function encode(value, what, level)
   local kind = type(value)
   if kind == "string" then return value end
   if kind == "table" then return encode_json(value) end
   error((what or "message") .. " must be a table or a string, got " .. kind, level + 1)
+end
+
+-- Waiting on I/O -------------------------------------------------------------------------------
+
+-- The host runs every callback on a coroutine. An I/O function asks the host to start the call,
+-- which returns its id, then yields (WAIT, id); the host resumes the callback with the call's
+-- results. A script's own coroutines pass such a yield on to the host and hand the results back.
+local WAIT = {}
+local raw_yield, raw_resume, raw_create, raw_status = coroutine.yield, coroutine.resume, coroutine.create, coroutine.status
+local pack, unpack = table.pack, table.unpack
+
+local function resumed(saved, ...)
+  current = saved  -- other callbacks ran while this one waited
+  return ...
+end
+
+local function wait(id, reason)
+  if id == nil then return nil, reason end
+  return resumed(current, raw_yield(WAIT, id))
+end
+
+local function relay(co, ok, marker, ...)
+  if ok and marker == WAIT and raw_status(co) == "suspended" then
+    return relay(co, raw_resume(co, wait(...)))
+  end
+  return ok, marker, ...
+end
+
+function coroutine.resume(co, ...) return relay(co, raw_resume(co, ...)) end
+
+local function unwrapped(ok, ...)
+  if ok then return ... end
+  error((...), 0)
+end
+
+function coroutine.wrap(fn)
+  local co = raw_create(fn)
+  return function(...) return unwrapped(relay(co, raw_resume(co, ...))) end
 end
 
 local function location(level)
@@ -132,7 +169,6 @@ end
 
 function dispatch.text(index, id, text, raw_id)
   current = index
-  last_type = nil
   local def = endpoints[index].def
   if def.on == nil and def.on_text ~= nil then
     return reply_of(def.on_text(conn_of(id), text))
@@ -149,14 +185,10 @@ function dispatch.text(index, id, text, raw_id)
   -- raw_id is the id exactly as the client wrote it (the host scanned it), so a large integer
   -- id is not rounded by a trip through a Lua number.
   if handler == nil then return ack(raw_id) end
-  if type(kind) == "string" then last_type = kind end
   local result = handler(conn_of(id), message, text)
   if result == false then return nil end  -- handled, and deliberately unanswered
   return answer_of(result, raw_id) or ack(raw_id)
 end
-
--- The type of the message whose handler failed, for the log.
-function dispatch.failed_message() return last_type end
 
 function dispatch.binary(index, id, data)
   current = index
@@ -277,6 +309,58 @@ cluster = setmetatable({
   __index = function(_, key) if key == "node_id" then return host.cluster_node_id() end end,
   __newindex = function() error("cluster is read-only", 2) end,
 })
+
+-- HTTP -----------------------------------------------------------------------------------------
+
+-- http.request{ method, url, headers, body, timeout } -> { status, headers, body } or nil, reason.
+-- A table body is sent as JSON. Only hosts allowed with --allow-net are reached.
+http = {}
+
+local function has_header(headers, name)
+  for key in pairs(headers) do
+    if type(key) == "string" and key:lower() == name then return true end
+  end
+  return false
+end
+
+function http.request(options)
+  if type(options) ~= "table" then error("http.request expects a table { method, url, headers, body, timeout }", 2) end
+  local url, headers, body = options.url, options.headers or {}, options.body
+  if type(url) ~= "string" then error("http.request: url must be a string, got " .. type(url), 2) end
+  if type(headers) ~= "table" then error("http.request: headers must be a table, got " .. type(headers), 2) end
+  if type(body) == "table" then
+    body = encode_json(body)
+    if not has_header(headers, "content-type") then
+      local with_type = { ["content-type"] = "application/json" }
+      for key, value in pairs(headers) do with_type[key] = value end
+      headers = with_type
+    end
+  elseif body ~= nil and type(body) ~= "string" then
+    error("http.request: body must be a string or a table, got " .. type(body), 2)
+  end
+  local timeout = options.timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
+    error("http.request: timeout must be a number of seconds > 0", 2)
+  end
+  local response, reason = wait(host.http_request(options.method or "GET", url, headers, body, timeout))
+  if response == nil then return nil, reason end
+  return response
+end
+
+local function with_options(options, fields)
+  local merged = {}
+  if options ~= nil then
+    if type(options) ~= "table" then error("http options must be a table, got " .. type(options), 3) end
+    for key, value in pairs(options) do merged[key] = value end
+  end
+  for key, value in pairs(fields) do merged[key] = value end
+  return merged
+end
+
+function http.get(url, options) return http.request(with_options(options, { url = url, method = "GET" })) end
+function http.post(url, body, options)
+  return http.request(with_options(options, { url = url, method = "POST", body = body }))
+end
 
 function read_file(path) return host.read_file(path) end
 function read_json(path) return decode_json(host.read_file(path)) end

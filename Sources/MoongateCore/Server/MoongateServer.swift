@@ -49,6 +49,7 @@ public final class MoongateServer: Sendable {
             keepAlive: KeepAliveWheels(loops: ioLoops),
             originRefusals: OriginRefusals(metrics: self.metrics),
             limits: configuration.limits,
+            outbound: ScriptOutbound(policy: configuration.limits.outbound, group: self.ioGroup),
             logger: logger
         )
     }
@@ -199,6 +200,7 @@ public final class MoongateServer: Sendable {
             }
         }
         await self.sessions.cluster?.stop()
+        await self.services.outbound.shutdown()
         _ = try? await loop.makeFutureWithTask { await self.scriptLoops.release(keeping: []) }
             .orTimeout(.seconds(1), on: loop).get()
         try? await self.ioGroup.shutdownGracefully()

@@ -1,0 +1,67 @@
+/// What scripts may reach outside the host: `--allow-net`, `--http-max-body`, `--allow-exec`.
+/// Nothing by default.
+public struct OutboundPolicy: Sendable {
+    /// `HOST`, `HOST:PORT`, or `*` for any host.
+    public var allowedNet: [String]
+    /// Largest response body `http.request` reads, in bytes.
+    public var httpMaxBody: Int
+    /// Extra certificate authorities HTTPS trusts, besides the system's (`--ca-file`).
+    public var caFile: String?
+    /// Absolute paths of the programs `exec` may run.
+    public var allowedPrograms: [String]
+
+    public init(allowedNet: [String] = [], httpMaxBody: Int = 8 << 20, caFile: String? = nil, allowedPrograms: [String] = []) {
+        self.allowedNet = allowedNet
+        self.httpMaxBody = httpMaxBody
+        self.caFile = caFile
+        self.allowedPrograms = allowedPrograms
+    }
+
+    /// Why `host:port` may not be reached, naming the flag that would allow it; nil if it may.
+    func refusal(host: String, port: Int) -> String? {
+        let host = host.lowercased()
+        for entry in self.allowedNet {
+            if entry == "*" {
+                return nil
+            }
+            let (allowedHost, allowedPort) = Self.split(entry)
+            if allowedHost == host, allowedPort == nil || allowedPort == port {
+                return nil
+            }
+        }
+        let shown = host.contains(":") ? "[\(host)]" : host
+        return "\(shown):\(port) is not allowed: start the host with --allow-net \(shown) (or --allow-net \(shown):\(port))"
+    }
+
+    /// `example.com:8080` → ("example.com", 8080); `[::1]:80` → ("::1", 80); `example.com` → (…, nil).
+    static func split(_ entry: String) -> (host: String, port: Int?) {
+        let entry = entry.lowercased()
+        if entry.hasPrefix("[") {
+            let close = entry.firstIndex(of: "]") ?? entry.endIndex
+            let host = String(entry[entry.index(after: entry.startIndex)..<close])
+            let rest = entry[close...].dropFirst()
+            return (host, rest.hasPrefix(":") ? Int(rest.dropFirst()) : nil)
+        }
+        let parts = entry.split(separator: ":", omittingEmptySubsequences: false)
+        if parts.count == 2, let port = Int(parts[1]) {
+            return (String(parts[0]), port)
+        }
+        return (entry, nil)
+    }
+
+    /// A malformed `--allow-net` entry, for the command line to refuse.
+    public static func problem(withAllowance entry: String) -> String? {
+        if entry == "*" { return nil }
+        let (host, port) = Self.split(entry)
+        if host.isEmpty || host.contains("/") || host.contains("*") {
+            return "--allow-net \(entry): expected HOST, HOST:PORT or *"
+        }
+        if let port, !(1...65535).contains(port) {
+            return "--allow-net \(entry): the port must be 1-65535"
+        }
+        if entry.contains(":"), port == nil, !host.contains(":") {
+            return "--allow-net \(entry): expected HOST, HOST:PORT or *"
+        }
+        return nil
+    }
+}
