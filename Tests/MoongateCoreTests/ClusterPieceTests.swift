@@ -8,7 +8,7 @@ import XCTest
 /// (session wake-ups and broadcasts) into NOTIFY payloads, and a session copy taking in what a pull brought.
 final class ClusterPieceTests: XCTestCase {
     func testURLsAsLibpqReadsThem() throws {
-        let tcp = try ClusterURL("postgres://app:s%40cret@db.example.com:6543/events?sslmode=require")
+        let tcp = try PostgresURL("postgres://app:s%40cret@db.example.com:6543/events?sslmode=require")
         XCTAssertEqual(tcp.username, "app")
         XCTAssertEqual(tcp.password, "s@cret")
         XCTAssertEqual(tcp.database, "events")
@@ -18,16 +18,16 @@ final class ClusterPieceTests: XCTestCase {
         XCTAssertEqual(host, "db.example.com")
         XCTAssertEqual(port, 6543)
 
-        let defaults = try ClusterURL("postgresql://app@localhost/events")
+        let defaults = try PostgresURL("postgresql://app@localhost/events")
         XCTAssertEqual(defaults.sslMode, "prefer")
         XCTAssertNil(defaults.password)
         guard case .tcp(_, 5432) = defaults.endpoint else { return XCTFail("default port: \(defaults.endpoint)") }
 
-        let encodedSocket = try ClusterURL("postgres://app:pw@%2Fvar%2Frun%2Fpostgresql:5433/events")
+        let encodedSocket = try PostgresURL("postgres://app:pw@%2Fvar%2Frun%2Fpostgresql:5433/events")
         guard case .socket(let path) = encodedSocket.endpoint else { return XCTFail("not a socket: \(encodedSocket.endpoint)") }
         XCTAssertEqual(path, "/var/run/postgresql/.s.PGSQL.5433")
 
-        let querySocket = try ClusterURL("postgres:///events?host=/tmp/pg&user=app")
+        let querySocket = try PostgresURL("postgres:///events?host=/tmp/pg&user=app")
         guard case .socket(let queryPath) = querySocket.endpoint else { return XCTFail("not a socket: \(querySocket.endpoint)") }
         XCTAssertEqual(queryPath, "/tmp/pg/.s.PGSQL.5432")
         XCTAssertEqual(querySocket.username, "app")
@@ -42,7 +42,7 @@ final class ClusterPieceTests: XCTestCase {
             ("postgres://app@host/db?sslmode=sometimes", "unknown sslmode 'sometimes'"),
         ]
         for (url, reason) in cases {
-            XCTAssertThrowsError(try ClusterURL(url), url) { error in
+            XCTAssertThrowsError(try PostgresURL(url), url) { error in
                 XCTAssertTrue("\(error)".contains(reason), "\(url): \(error)")
                 XCTAssertTrue("\(error)".contains("postgres://USER:PASSWORD@HOST:PORT/DATABASE"))
             }

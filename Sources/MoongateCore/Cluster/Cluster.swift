@@ -8,7 +8,7 @@ import PostgresNIO
 /// wake-ups between hosts, and this host's row among the nodes. Started before the scripts load,
 /// so a database the host cannot use stops it with a clear error.
 final class Cluster: Sendable {
-    let url: ClusterURL
+    let url: PostgresURL
     let log: ClusterLog
     let bus: ClusterBus
     let nodes: ClusterNodes
@@ -30,7 +30,7 @@ final class Cluster: Sendable {
     var isReachable: Bool { self.reachableBox.withLockedValue { $0 } }
 
     private init(
-        url: ClusterURL,
+        url: PostgresURL,
         client: PostgresClient,
         schema: ClusterSchema,
         nodeID: String?,
@@ -60,7 +60,7 @@ final class Cluster: Sendable {
         loop: any EventLoop,
         logger: Logger
     ) async throws -> Cluster {
-        let url = try ClusterURL(text)
+        let url = try PostgresURL(text)
         let schema = try ClusterSchema(schema)
         try await ClusterStartupCheck.connect(url, loop: loop, logger: logger)
         var configuration = url.clientConfiguration

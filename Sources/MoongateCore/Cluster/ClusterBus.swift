@@ -14,7 +14,7 @@ import PostgresNIO
 /// is one task at a time, so broadcasts arrive in the order they were made; what is queued while
 /// one NOTIFY is on its way goes out together in the next.
 final class ClusterBus: Sendable {
-    private let url: ClusterURL
+    private let url: PostgresURL
     private let client: PostgresClient
     private let schema: ClusterSchema
     /// Tells this process's own notifications apart from other hosts'.
@@ -65,7 +65,7 @@ final class ClusterBus: Sendable {
     /// PostgreSQL's limit on a NOTIFY payload is 8000 bytes.
     static let payloadLimit = 7900
 
-    init(url: ClusterURL, client: PostgresClient, schema: ClusterSchema, metrics: ClusterMetrics, loop: any EventLoop, logger: Logger) {
+    init(url: PostgresURL, client: PostgresClient, schema: ClusterSchema, metrics: ClusterMetrics, loop: any EventLoop, logger: Logger) {
         self.metrics = metrics
         self.url = url
         self.client = client

@@ -8,7 +8,7 @@ import PostgresNIO
 /// (PostgreSQL releases a dead session's locks) and another host, trying every second, takes over.
 /// Losing the connection loses every lock at once; the host stops polling until it holds them again.
 final class ClusterLeadership: Sendable {
-    private let url: ClusterURL
+    private let url: PostgresURL
     private let schema: ClusterSchema
     private let loop: any EventLoop
     private let logger: Logger
@@ -21,7 +21,7 @@ final class ClusterLeadership: Sendable {
 
     static let retryInterval = Duration.seconds(1)
 
-    init(url: ClusterURL, schema: ClusterSchema, loop: any EventLoop, logger: Logger) {
+    init(url: PostgresURL, schema: ClusterSchema, loop: any EventLoop, logger: Logger) {
         self.url = url
         self.schema = schema
         self.loop = loop

@@ -12,7 +12,7 @@ enum ClusterStartupCheck {
         var description: String { "cluster: \(self.reason)" }
     }
 
-    static func connect(_ url: ClusterURL, loop: any EventLoop, logger: Logger) async throws {
+    static func connect(_ url: PostgresURL, loop: any EventLoop, logger: Logger) async throws {
         do {
             let connection = try await PostgresConnection.connect(
                 on: loop,
@@ -27,7 +27,7 @@ enum ClusterStartupCheck {
     }
 
     /// What went wrong, in the words a user would look for.
-    static func explain(_ error: any Error, url: ClusterURL) -> String {
+    static func explain(_ error: any Error, url: PostgresURL) -> String {
         if let error = error as? PSQLError, let state = error.serverInfo?[.sqlState] {
             switch state {
             case "28P01":

@@ -2,10 +2,10 @@ import Foundation
 import NIOSSL
 import PostgresNIO
 
-/// `postgres://USER:PASS@HOST:PORT/DB?sslmode=...` as libpq reads it, for `--cluster`: a host
+/// `postgres://USER:PASS@HOST:PORT/DB?sslmode=...` as libpq reads it, for `--cluster` and `--postgres`: a host
 /// that starts with `/` (or `?host=/dir`) is the directory of a unix socket, and `sslmode` is
 /// `disable`, `prefer` (the default), `require` or `verify-full`.
-struct ClusterURL: Sendable, CustomStringConvertible {
+struct PostgresURL: Sendable, CustomStringConvertible {
     enum Endpoint: Sendable {
         case tcp(host: String, port: Int)
         case socket(path: String)
@@ -26,17 +26,20 @@ struct ClusterURL: Sendable, CustomStringConvertible {
     }
 
     struct Invalid: Error, CustomStringConvertible {
+        let flag: String
         let reason: String
         var description: String {
-            "--cluster: \(self.reason) (expected postgres://USER:PASSWORD@HOST:PORT/DATABASE)"
+            "\(self.flag): \(self.reason) (expected postgres://USER:PASSWORD@HOST:PORT/DATABASE)"
         }
     }
 
-    init(_ text: String) throws {
+    /// `flag` names the option the URL came from, in errors.
+    init(_ text: String, flag: String = "--cluster") throws {
+        func invalid(_ reason: String) -> Invalid { Invalid(flag: flag, reason: reason) }
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
             scheme == "postgres" || scheme == "postgresql"
         else {
-            throw Invalid(reason: "not a postgres:// URL")
+            throw invalid("not a postgres:// URL")
         }
         let query = Dictionary(
             (components.queryItems ?? []).map { ($0.name, $0.value ?? "") },
@@ -44,31 +47,31 @@ struct ClusterURL: Sendable, CustomStringConvertible {
         )
         guard let username = components.percentEncodedUser?.removingPercentEncoding ?? query["user"], !username.isEmpty
         else {
-            throw Invalid(reason: "no user name")
+            throw invalid("no user name")
         }
         self.username = username
         self.password = components.percentEncodedPassword?.removingPercentEncoding ?? query["password"]
         let path = components.percentEncodedPath.removingPercentEncoding ?? ""
         let database = path.hasPrefix("/") ? String(path.dropFirst()) : path
         guard !database.isEmpty else {
-            throw Invalid(reason: "no database name")
+            throw invalid("no database name")
         }
         self.database = database
         let port: Int
         if let given = components.port ?? query["port"].flatMap(Int.init) {
-            guard (1...65535).contains(given) else { throw Invalid(reason: "port \(given) is out of range") }
+            guard (1...65535).contains(given) else { throw invalid("port \(given) is out of range") }
             port = given
         } else {
             port = 5432
         }
         let host = components.percentEncodedHost?.removingPercentEncoding.flatMap { $0.isEmpty ? nil : $0 } ?? query["host"]
         guard let host else {
-            throw Invalid(reason: "no host")
+            throw invalid("no host")
         }
         self.endpoint = host.hasPrefix("/") ? .socket(path: "\(host)/.s.PGSQL.\(port)") : .tcp(host: host, port: port)
         self.sslMode = query["sslmode"] ?? "prefer"
         guard ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"].contains(self.sslMode) else {
-            throw Invalid(reason: "unknown sslmode '\(self.sslMode)'")
+            throw invalid("unknown sslmode '\(self.sslMode)'")
         }
     }
 
