@@ -69,7 +69,12 @@ extension LuaState {
             let base = self.top
             lua_xmove(coroutine.thread, self.pointer, count)
             lua_settop(self.pointer, base + coroutine.expectedResults)
-            self.idleCoroutines.append(coroutine)
+            // A burst of waiting callbacks leaves at most this many idle threads behind.
+            if self.idleCoroutines.count < 64 {
+                self.idleCoroutines.append(coroutine)
+            } else {
+                self.discard(coroutine)
+            }
             return .finished
         }
         if moongate_is_yield(status) != 0 {

@@ -60,3 +60,22 @@ extension LuaState {
         return self.integer(at: -1)
     }
 }
+
+extension LuaState {
+    /// The value at `index` if it is a scalar (nil, a boolean, an integer, a float, a string, or
+    /// `json.null`), for a host function that hands it on (a SQL parameter, say); nil otherwise.
+    public func scalar(at index: Int32) -> LuaValue? {
+        switch lua_type(self.pointer, index) {
+        case LUA_TNIL, LUA_TNONE: return .nil
+        case LUA_TBOOLEAN: return .boolean(self.bool(at: index))
+        case LUA_TNUMBER:
+            if lua_isinteger(self.pointer, index) != 0, let value = self.integer(at: index) {
+                return .integer(value)
+            }
+            return self.number(at: index).map(LuaValue.number)
+        case LUA_TSTRING: return self.withBytes(at: index) { .string(Array($0)) }
+        case LUA_TLIGHTUSERDATA: return lua_touserdata(self.pointer, index) == nil ? .jsonNull : nil
+        default: return nil
+        }
+    }
+}

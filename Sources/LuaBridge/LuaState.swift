@@ -42,6 +42,10 @@ public final class LuaState {
 
     public var top: Int32 { lua_gettop(self.pointer) }
 
+    /// Whether the running thread may yield: not the main thread, and not inside a C function
+    /// such as `table.sort`'s comparator or a metamethod.
+    public var isYieldable: Bool { lua_isyieldable(self.pointer) != 0 }
+
     public func pop(_ count: Int32 = 1) { moongate_pop(self.pointer, count) }
 
     /// Runs a host function called from Lua on `thread` (the main thread or a coroutine) with the

@@ -4,6 +4,8 @@ import CLua
 /// call hands back to the callback that waited for it.
 public indirect enum LuaValue: Sendable, Equatable {
     case `nil`
+    /// lua-cjson's `json.null` (a light userdata holding NULL): a NULL that keeps its key in a table.
+    case jsonNull
     case boolean(Bool)
     case integer(Int)
     case number(Double)
@@ -17,7 +19,7 @@ public indirect enum LuaValue: Sendable, Equatable {
 
     public static func == (left: LuaValue, right: LuaValue) -> Bool {
         switch (left, right) {
-        case (.nil, .nil): true
+        case (.nil, .nil), (.jsonNull, .jsonNull): true
         case (.boolean(let a), .boolean(let b)): a == b
         case (.integer(let a), .integer(let b)): a == b
         case (.number(let a), .number(let b)): a == b
@@ -34,6 +36,8 @@ extension LuaState {
         switch value {
         case .nil:
             self.pushNil()
+        case .jsonNull:
+            lua_pushlightuserdata(self.pointer, nil)
         case .boolean(let value):
             self.push(value)
         case .integer(let value):

@@ -27,13 +27,42 @@ struct ScriptOptions: ParsableArguments {
     @Option(name: .long, help: "PEM file of certificate authorities HTTPS trusts besides the system's.")
     var caFile: String?
 
+    @Option(name: .long, help: "An SQLite file scripts query as NAME: NAME=PATH (read-only) or NAME=PATH:rw (repeatable).")
+    var sqlite: [String] = []
+
+    @Option(name: .long, help: "A PostgreSQL database scripts query as NAME: NAME=postgres://USER:PASSWORD@HOST:PORT/DB (repeatable).")
+    var postgres: [String] = []
+
+    @Option(name: .long, help: "The absolute path of a program scripts may run with exec (repeatable; none by default).")
+    var allowExec: [String] = []
+
+    @Option(name: .long, help: "A JSON Web Key Set (file or http(s) URL) whose keys jwt.verify accepts (RS256, ES256, EdDSA, ...).")
+    var jwks: String?
+
+    @Option(name: .long, help: "Seconds between reloads of --jwks (a token with an unknown kid also reloads it).")
+    var jwksRefresh: Double = 300
+
+    var databases: [DatabaseSetting] {
+        get throws {
+            try self.sqlite.map(DatabaseSetting.sqlite) + self.postgres.map(DatabaseSetting.postgres)
+        }
+    }
+
     var limits: ScriptLimits {
         ScriptLimits(
             memoryBytes: self.luaMemory << 20,
             instructionBudget: self.luaBudget,
             readableDirectories: self.allowRead,
             callTimeout: self.luaTimeout,
-            outbound: OutboundPolicy(allowedNet: self.allowNet, httpMaxBody: self.httpMaxBody, caFile: self.caFile)
+            outbound: OutboundPolicy(
+                allowedNet: self.allowNet,
+                httpMaxBody: self.httpMaxBody,
+                caFile: self.caFile,
+                allowedPrograms: self.allowExec,
+                databases: (try? self.databases) ?? [],
+                jwks: self.jwks,
+                jwksRefresh: self.jwksRefresh
+            )
         )
     }
 
@@ -48,5 +77,14 @@ struct ScriptOptions: ParsableArguments {
         if let caFile = self.caFile, !FileManager.default.isReadableFile(atPath: caFile) {
             throw ValidationError("--ca-file \(caFile): cannot read the file")
         }
+        for program in self.allowExec {
+            if let problem = OutboundPolicy.problem(withProgram: program) { throw ValidationError(problem) }
+        }
+        do {
+            _ = try self.databases
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        guard self.jwksRefresh > 0 else { throw ValidationError("--jwks-refresh must be a positive number of seconds") }
     }
 }

@@ -31,6 +31,9 @@ enum HostFunctions {
             ("cluster_node_id", { state in HostFunctions.run(state!, HostFunctions.clusterNodeID) }),
             ("cluster_nodes", { state in HostFunctions.run(state!, HostFunctions.clusterNodes) }),
             ("http_request", { state in HostFunctions.run(state!, HostFunctions.httpRequest) }),
+            ("sql", { state in HostFunctions.run(state!, HostFunctions.sql) }),
+            ("exec", { state in HostFunctions.run(state!, HostFunctions.exec) }),
+            ("server_url", { state in HostFunctions.run(state!, HostFunctions.serverURL) }),
         ])
     }
 
@@ -298,24 +301,17 @@ enum HostFunctions {
         return 1
     }
 
-    /// host.jwt_verify(token) -> claims JSON, or nil and why. The secret is $MOONGATE_JWT_SECRET.
+    /// host.jwt_verify(token, audience, issuer) -> operation id to wait for (claims JSON, or nil and why)
     private static func jwtVerify(_ context: ScriptContext) -> Int32 {
-        guard let token = context.lua.string(at: 1) else {
-            context.lua.pushNil()
-            context.lua.push("no token")
-            return 2
+        let lua = context.lua
+        guard let token = lua.string(at: 1) else {
+            return fail(context, "jwt.verify expects a token")
         }
-        guard let secret = getenv(JWTVerifier.secretVariable).map({ String(cString: $0) }), !secret.isEmpty else {
-            return fail(context, "jwt.verify needs the secret in $\(JWTVerifier.secretVariable)")
-        }
-        switch JWTVerifier(secret: secret).verify(token) {
-        case .success(let claims):
-            context.lua.push(claims)
-            return 1
-        case .failure(let failure):
-            context.lua.pushNil()
-            context.lua.push(failure.description)
-            return 2
+        let audience = lua.string(at: 2)
+        let issuer = lua.string(at: 3)
+        let tokens = context.services.outbound.tokens
+        return self.startOperation(context, kind: "jwt", what: "jwt.verify", function: "jwt.verify") {
+            await tokens.verify(token, audience: audience, issuer: issuer)
         }
     }
 
@@ -344,12 +340,92 @@ enum HostFunctions {
             timeout: .interval(lua.number(at: 5) ?? HTTPCall.defaultTimeout)
         )
         let outbound = context.services.outbound
-        switch context.startOperation(kind: "http", what: "http.request \(method) \(url)", { await call.perform(with: outbound) }) {
+        return self.startOperation(context, kind: "http", what: "http.request \(method) \(url)", function: "http.request") {
+            await call.perform(with: outbound)
+        }
+    }
+
+    /// host.sql(kind, database, sql, parameters...) -> operation id; `kind` is "query" or "exec".
+    private static func sql(_ context: ScriptContext) -> Int32 {
+        let lua = context.lua
+        guard let kind = lua.string(at: 1), let name = lua.string(at: 2), let statement = lua.string(at: 3) else {
+            return fail(context, "sql expects a database name and an SQL statement")
+        }
+        let function = "sql.\(kind)"
+        guard let database = context.services.outbound.databases.byName[name] else {
+            return fail(context, "\(function): " + ScriptDatabases.unknown(name))
+        }
+        var parameters: [LuaValue] = []
+        if lua.top >= 4 {
+            for index in 4...lua.top {
+                guard let value = lua.scalar(at: index) else {
+                    return fail(context, "\(function): parameter \(index - 3) is a \(lua.typeName(at: index)); pass a string, number, boolean, nil or json.null (json.encode a table)")
+                }
+                parameters.append(value)
+            }
+        }
+        let counting = kind == "exec"
+        let bound = parameters
+        return self.startOperation(context, kind: "sql", what: "\(function) on \(name)", function: function) {
+            counting ? await database.exec(statement, bound) : await database.query(statement, bound)
+        }
+    }
+
+    /// host.exec(program, args, stdin, timeout) -> operation id (or raises when not allowed)
+    private static func exec(_ context: ScriptContext) -> Int32 {
+        let lua = context.lua
+        guard let requested = lua.string(at: 1) else {
+            return fail(context, "exec expects a program")
+        }
+        let program: String
+        switch context.services.outbound.policy.program(requested) {
+        case .success(let allowed): program = allowed
+        case .failure(let refusal): return fail(context, "exec: \(refusal)")
+        }
+        var arguments: [String] = []
+        if lua.type(at: 2) == .table {
+            for position in stride(from: 1, through: lua.rawLength(at: 2), by: 1) {
+                let argument: String? = lua.withElement(position, ofTableAt: 2) {
+                    lua.string(at: -1) ?? lua.number(at: -1).map { lua.integer(at: -1).map(String.init) ?? $0.formatted }
+                }
+                guard let argument else {
+                    return fail(context, "exec: argument \(position) must be a string or a number")
+                }
+                arguments.append(argument)
+            }
+        }
+        let call = CommandCall(
+            program: program,
+            arguments: arguments,
+            stdin: lua.withBytes(at: 3) { Array($0) },
+            timeout: lua.number(at: 4) ?? CommandCall.defaultTimeout,
+            directory: context.file.directory
+        )
+        return self.startOperation(context, kind: "exec", what: "exec \(program)", function: "exec") {
+            await call.perform()
+        }
+    }
+
+    /// host.server_url() -> "http://127.0.0.1:PORT" of this host's listener, or nil before it listens
+    private static func serverURL(_ context: ScriptContext) -> Int32 {
+        context.lua.push(context.services.outbound.ownURL)
+        return 1
+    }
+
+    /// Starts `work` for the running callback and pushes its id for the prelude to wait on.
+    private static func startOperation(
+        _ context: ScriptContext,
+        kind: String,
+        what: String,
+        function: String,
+        _ work: @escaping @Sendable () async -> OperationResult
+    ) -> Int32 {
+        switch context.startOperation(kind: kind, what: what, work) {
         case .success(let id):
-            lua.push(id)
+            context.lua.push(id)
             return 1
         case .failure(let refusal):
-            return fail(context, refusal.message("http.request"))
+            return fail(context, refusal.message(function))
         }
     }
 }

@@ -29,7 +29,7 @@ struct HostServices: Sendable {
             keepAlive: KeepAliveWheels(loops: []),
             originRefusals: OriginRefusals(metrics: metrics),
             limits: limits,
-            outbound: ScriptOutbound(policy: limits.outbound, group: nil),
+            outbound: ScriptOutbound(policy: limits.outbound, group: nil, logger: logger),
             logger: logger
         )
     }

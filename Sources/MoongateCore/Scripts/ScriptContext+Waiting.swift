@@ -78,6 +78,7 @@ extension ScriptContext {
         let ran = (NIODeadline.now() - started).nanoseconds
         switch outcome {
         case .finished:
+            self.startedOperation?.cancel()
             self.recordLuaCall(function, nanoseconds: ran)
             return .finished
         case .suspended(let values):
@@ -107,6 +108,11 @@ extension ScriptContext {
         guard !self.isStopping else {
             return .failure(.stopping)
         }
+        guard self.lua.isYieldable else {
+            return .failure(.insideCFunction)
+        }
+        // One call per yield: anything still here was never waited for.
+        self.startedOperation?.cancel()
         self.lastOperation += 1
         let id = self.lastOperation
         let script = self.file.displayName
@@ -126,7 +132,7 @@ extension ScriptContext {
 
     /// Why a host function could not start an I/O call.
     enum OperationRefusal: Error {
-        case notInCallback, stopping
+        case notInCallback, stopping, insideCFunction
 
         func message(_ function: String) -> String {
             switch self {
@@ -134,6 +140,8 @@ extension ScriptContext {
                 "\(function) can only wait inside a callback (a handler, poll, timer, initial, on_open or authorize), not while the script loads"
             case .stopping:
                 "\(function): cancelled, the script is being reloaded or stopped"
+            case .insideCFunction:
+                "\(function) cannot wait inside a function called from C (a table.sort comparator, a string.gsub replacement, a metamethod)"
             }
         }
     }
@@ -156,6 +164,7 @@ extension ScriptContext {
             callback.runNanoseconds += (NIODeadline.now() - resumed).nanoseconds
             switch outcome {
             case .finished:
+                self.startedOperation?.cancel()
                 self.end(callback)
                 callback.finish(.success(()))
             case .suspended(let values):
@@ -164,6 +173,7 @@ extension ScriptContext {
             }
         } catch {
             self.isRunningCallback = false
+            self.startedOperation?.cancel()
             callback.runNanoseconds += (NIODeadline.now() - resumed).nanoseconds
             self.end(callback)
             callback.finish(.failure(error))

@@ -3,6 +3,7 @@ local getinfo = debug.getinfo
 local type, pairs, ipairs, error, pcall, tostring, setmetatable, rawget, rawset, select, next =
       type, pairs, ipairs, error, pcall, tostring, setmetatable, rawget, rawset, select, next
 local concat, sort = table.concat, table.sort
+local huge = math.huge
 local encode_json, decode_json = cjson.encode, cjson.decode
 
 local dispatch = {}
@@ -33,9 +34,21 @@ local function resumed(saved, ...)
   return ...
 end
 
+local modules_loading = 0  -- require()s under way: a module's top level may not wait
+
 local function wait(id, reason)
   if id == nil then return nil, reason end
+  if modules_loading > 0 then
+    error("a module cannot wait for I/O while it loads: call it from a function the module returns", 3)
+  end
   return resumed(current, raw_yield(WAIT, id))
+end
+
+-- A number of seconds an I/O call may be given: positive and finite.
+local function check_timeout(timeout, what)
+  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout > 0) or timeout == huge) then
+    error(what .. ": timeout must be a finite number of seconds > 0", 3)
+  end
 end
 
 local function relay(co, ok, marker, ...)
@@ -339,9 +352,7 @@ function http.request(options)
     error("http.request: body must be a string or a table, got " .. type(body), 2)
   end
   local timeout = options.timeout
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
-    error("http.request: timeout must be a number of seconds > 0", 2)
-  end
+  check_timeout(timeout, "http.request")
   local response, reason = wait(host.http_request(options.method or "GET", url, headers, body, timeout))
   if response == nil then return nil, reason end
   return response
@@ -368,15 +379,66 @@ function file_mtime(path) return host.file_mtime(path) end
 
 json = { encode = encode_json, decode = decode_json, null = cjson.null }
 
--- jwt.verify(token) -> claims, or nil and the reason (HS256, secret from $MOONGATE_JWT_SECRET).
+-- jwt.verify(token [, { audience, issuer }]) -> claims, or nil and the reason. HS256 with the
+-- secret in $MOONGATE_JWT_SECRET; RS/PS/ES256-512 and EdDSA with the keys of --jwks.
 jwt = {
-  verify = function(token)
+  verify = function(token, options)
     if type(token) ~= "string" then return nil, "no token" end
-    local claims, reason = host.jwt_verify(token)
+    options = options or {}
+    if type(options) ~= "table" then error("jwt.verify: options must be a table { audience, issuer }", 2) end
+    local audience, issuer = options.audience, options.issuer
+    if audience ~= nil and type(audience) ~= "string" then error("jwt.verify: audience must be a string", 2) end
+    if issuer ~= nil and type(issuer) ~= "string" then error("jwt.verify: issuer must be a string", 2) end
+    local claims, reason = wait(host.jwt_verify(token, audience, issuer))
     if claims == nil then return nil, reason end
     return decode_json(claims)
   end,
 }
+
+-- SQL -----------------------------------------------------------------------------------------
+
+-- sql.query(db, sql, ...) -> array of rows (tables by column name; NULL is json.null), or nil, reason.
+-- sql.exec(db, sql, ...) -> number of rows changed, or nil, reason. Parameters ($1 or ?) are bound.
+local function sql_call(kind)
+  return function(database, statement, ...)
+    if type(database) ~= "string" then error("sql." .. kind .. ": the database name must be a string, got " .. type(database), 2) end
+    if type(statement) ~= "string" then error("sql." .. kind .. ": the SQL must be a string, got " .. type(statement), 2) end
+    local result, reason = wait(host.sql(kind, database, statement, ...))
+    if result == nil then return nil, reason end
+    return result
+  end
+end
+sql = { query = sql_call("query"), exec = sql_call("exec") }
+
+-- Commands --------------------------------------------------------------------------------------
+
+-- exec(program, args [, { timeout, stdin }]) -> { code, stdout, stderr }, or nil, reason. Only
+-- programs allowed with --allow-exec; never through a shell.
+function exec(program, args, options)
+  if type(program) ~= "string" then error("exec: program must be a string, got " .. type(program), 2) end
+  args = args or {}
+  if type(args) ~= "table" then error("exec: args must be an array of strings, got " .. type(args), 2) end
+  for i = 1, #args do
+    local kind = type(args[i])
+    if kind ~= "string" and kind ~= "number" then error("exec: argument " .. i .. " must be a string, got " .. kind, 2) end
+  end
+  options = options or {}
+  if type(options) ~= "table" then error("exec: options must be a table { timeout, stdin }", 2) end
+  local timeout, stdin = options.timeout, options.stdin
+  check_timeout(timeout, "exec")
+  if stdin ~= nil and type(stdin) ~= "string" then error("exec: stdin must be a string, got " .. type(stdin), 2) end
+  local result, reason = wait(host.exec(program, args, stdin, timeout))
+  if result == nil then return nil, reason end
+  return result
+end
+
+-- server_url([path]) -> "http://127.0.0.1:PORT" .. path: this host's own listener, which scripts
+-- may always call (no --allow-net needed); nil while the host is not listening yet.
+function server_url(path)
+  local base = host.server_url()
+  if base == nil then return nil end
+  return base .. (path or "")
+end
 
 local function log_at(level)
   return function(...)
@@ -407,7 +469,9 @@ function require(name)
   local chunk, problem = raw_load(source, "@" .. chunk_name, "t")
   if chunk == nil then error(problem, 0) end  -- already "file:line: ..." in the module
   modules[name] = LOADING
+  modules_loading = modules_loading + 1
   local ok, result = pcall(chunk, name)
+  modules_loading = modules_loading - 1
   if not ok then
     modules[name] = nil
     error(result, 0)

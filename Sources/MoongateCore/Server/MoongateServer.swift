@@ -49,7 +49,7 @@ public final class MoongateServer: Sendable {
             keepAlive: KeepAliveWheels(loops: ioLoops),
             originRefusals: OriginRefusals(metrics: self.metrics),
             limits: configuration.limits,
-            outbound: ScriptOutbound(policy: configuration.limits.outbound, group: self.ioGroup),
+            outbound: ScriptOutbound(policy: configuration.limits.outbound, group: self.ioGroup, logger: logger),
             logger: logger
         )
     }
@@ -89,6 +89,7 @@ public final class MoongateServer: Sendable {
             try await cluster.waitUntilListening(timeout: .seconds(10))
             self.logger.info("cluster: sessions in PostgreSQL at \(cluster.url), schema \(settings.schema)")
         }
+        try await self.services.outbound.open(loop: self.ioGroup.next(), logger: self.logger)
         let runtimes = try await ScriptLoader.load(
             directory: self.configuration.scriptsDirectory,
             loops: self.scriptLoops,
@@ -119,6 +120,7 @@ public final class MoongateServer: Sendable {
         }
         self.readiness.withLockedValue { $0 = true }
         let port = channel.localAddress?.port ?? self.configuration.port
+        self.services.outbound.listening(host: self.configuration.host, port: port, tls: self.configuration.tlsFiles != nil)
         if let cluster = self.sessions.cluster {
             cluster.startHeartbeat(
                 address: "\(self.configuration.host):\(port)",

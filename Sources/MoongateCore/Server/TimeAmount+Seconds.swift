@@ -1,10 +1,14 @@
 import NIOCore
 
 extension TimeAmount {
-    /// Scripts and flags speak in (fractional) seconds.
+    /// Scripts and flags speak in (fractional) seconds. Saturating: `math.huge` is a century (a
+    /// script must not be able to trap the host with it), NaN and negatives are zero.
     static func interval(_ value: Double) -> TimeAmount {
-        .nanoseconds(Int64((value * 1e9).rounded()))
+        guard value > 0 else { return .zero }
+        return .nanoseconds(Int64((min(value, Self.century) * 1e9).rounded()))
     }
+
+    private static let century: Double = 100 * 365 * 86_400
 }
 
 extension EventLoopFuture where Value == Void {

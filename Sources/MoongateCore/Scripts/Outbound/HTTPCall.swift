@@ -34,7 +34,7 @@ struct HTTPCall: Sendable {
                 return .failure("\(url) is not an http:// or https:// URL", outcome: "invalid")
             }
             let port = target.port ?? (scheme == "https" ? 443 : 80)
-            if let refusal = outbound.policy.refusal(host: host, port: port) {
+            if let refusal = outbound.refusal(host: host, port: port) {
                 return .failure(refusal, outcome: "refused")
             }
             do {

@@ -1,5 +1,7 @@
-/// What scripts may reach outside the host: `--allow-net`, `--http-max-body`, `--allow-exec`.
-/// Nothing by default.
+import Foundation
+
+/// What scripts may reach outside the host: `--allow-net`, `--http-max-body`, `--allow-exec`, the
+/// databases (`--sqlite`, `--postgres`) and the token keys (`--jwks`). Nothing by default.
 public struct OutboundPolicy: Sendable {
     /// `HOST`, `HOST:PORT`, or `*` for any host.
     public var allowedNet: [String]
@@ -9,12 +11,64 @@ public struct OutboundPolicy: Sendable {
     public var caFile: String?
     /// Absolute paths of the programs `exec` may run.
     public var allowedPrograms: [String]
+    /// The databases `sql.query` and `sql.exec` reach by name.
+    public var databases: [DatabaseSetting]
+    /// A JWKS file or URL whose keys `jwt.verify` accepts (`--jwks`).
+    public var jwks: String?
+    /// Seconds between reloads of the JWKS (besides the reload on an unknown `kid`).
+    public var jwksRefresh: Double
 
-    public init(allowedNet: [String] = [], httpMaxBody: Int = 8 << 20, caFile: String? = nil, allowedPrograms: [String] = []) {
+    public init(
+        allowedNet: [String] = [],
+        httpMaxBody: Int = 8 << 20,
+        caFile: String? = nil,
+        allowedPrograms: [String] = [],
+        databases: [DatabaseSetting] = [],
+        jwks: String? = nil,
+        jwksRefresh: Double = 300
+    ) {
         self.allowedNet = allowedNet
         self.httpMaxBody = httpMaxBody
         self.caFile = caFile
         self.allowedPrograms = allowedPrograms
+        self.databases = databases
+        self.jwks = jwks
+        self.jwksRefresh = jwksRefresh
+    }
+
+    /// The allowed program `requested` names: its absolute path, or the last part of exactly one
+    /// `--allow-exec` path (`git` for `/usr/bin/git`). Otherwise why it may not run.
+    func program(_ requested: String) -> Result<String, ProgramRefusal> {
+        let candidates: [String]
+        if requested.contains("/") {
+            let path = URL(fileURLWithPath: requested).standardizedFileURL.path
+            candidates = self.allowedPrograms.filter { $0 == path }
+        } else {
+            candidates = self.allowedPrograms.filter { $0.split(separator: "/").last.map(String.init) == requested }
+        }
+        guard candidates.count == 1 else {
+            return .failure(
+                ProgramRefusal(
+                    description: "\(requested) is not allowed: start the host with --allow-exec /absolute/path/to/\(requested.split(separator: "/").last ?? "")"
+                )
+            )
+        }
+        return .success(candidates[0])
+    }
+
+    struct ProgramRefusal: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// A malformed `--allow-exec` entry, for the command line to refuse.
+    public static func problem(withProgram path: String) -> String? {
+        guard path.hasPrefix("/") else {
+            return "--allow-exec \(path): give the program's absolute path (exec never searches PATH)"
+        }
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            return "--allow-exec \(path): no executable file there"
+        }
+        return nil
     }
 
     /// Why `host:port` may not be reached, naming the flag that would allow it; nil if it may.

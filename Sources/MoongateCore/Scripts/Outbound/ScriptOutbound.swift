@@ -1,19 +1,33 @@
 import AsyncHTTPClient
 import Foundation
+import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 
-/// The host's outbound services for scripts: the policy, and one HTTP client with pooled
-/// connections on the I/O loops, shut down with the host.
+/// The host's outbound services for scripts: the policy, one HTTP client with pooled connections
+/// on the I/O loops, the databases and the token keys; opened before the scripts load and shut
+/// down with the host.
 final class ScriptOutbound: Sendable {
     let policy: OutboundPolicy
     /// nil for `moongate check`, which runs no callbacks.
     let httpClient: HTTPClient?
+    let tokens: TokenVerifier
+    private let opened = NIOLockedValueBox(ScriptDatabases.none)
+    /// The host's own listener, which scripts may always call (`server_url()`): set once bound.
+    private let ownAddress = NIOLockedValueBox<OwnAddress?>(nil)
 
-    init(policy: OutboundPolicy, group: (any EventLoopGroup)?) {
+    struct OwnAddress: Sendable {
+        let hosts: Set<String>
+        let port: Int
+        let scheme: String
+    }
+
+    init(policy: OutboundPolicy, group: (any EventLoopGroup)?, logger: Logger) {
         self.policy = policy
         guard let group else {
             self.httpClient = nil
+            self.tokens = TokenVerifier(source: nil, httpClient: nil, logger: logger)
             return
         }
         var tls = TLSConfiguration.makeClientConfiguration()
@@ -31,10 +45,46 @@ final class ScriptOutbound: Sendable {
         // A refused connection is the script's answer ("connection refused"), not a reason to
         // retry until the deadline.
         configuration.connectionPool.retryConnectionEstablishment = false
-        self.httpClient = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
+        let client = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
+        self.httpClient = client
+        self.tokens = TokenVerifier(source: policy.jwks, httpClient: client, logger: logger)
+    }
+
+    var databases: ScriptDatabases { self.opened.withLockedValue { $0 } }
+
+    /// Opens the databases and loads the token keys: a failure stops the host with its reason.
+    func open(loop: any EventLoop, logger: Logger) async throws {
+        let databases = try await ScriptDatabases.open(self.policy.databases, loop: loop, logger: logger)
+        self.opened.withLockedValue { $0 = databases }
+        try await self.tokens.start(refresh: self.policy.jwksRefresh)
+    }
+
+    func listening(host: String, port: Int, tls: Bool) {
+        var hosts: Set<String> = ["127.0.0.1", "localhost", "::1", host.lowercased()]
+        hosts.remove("0.0.0.0")
+        hosts.remove("::")
+        self.ownAddress.withLockedValue { $0 = OwnAddress(hosts: hosts, port: port, scheme: tls ? "https" : "http") }
+    }
+
+    /// `http://127.0.0.1:PORT` of the host's own listener, once it listens.
+    var ownURL: String? {
+        self.ownAddress.withLockedValue { address in
+            address.map { "\($0.scheme)://127.0.0.1:\($0.port)" }
+        }
+    }
+
+    /// Why a script may not reach `host:port`; nil if it may (allowed, or the host itself).
+    func refusal(host: String, port: Int) -> String? {
+        let own = self.ownAddress.withLockedValue { $0 }
+        if let own, own.port == port, own.hosts.contains(host.lowercased()) {
+            return nil
+        }
+        return self.policy.refusal(host: host, port: port)
     }
 
     func shutdown() async {
+        self.tokens.stop()
+        await self.databases.close()
         try? await self.httpClient?.shutdown()
     }
 }
