@@ -1,6 +1,8 @@
 -- Dashboard feeds: eight read-only endpoints, each streaming one JSON file from data/.
 -- A new client gets the latest {"type":"<name>_update","data":...}; editing the file
 -- reaches every connected client within one poll (2 s).
+local feed = require("feed")
+
 local feeds = {
   -- name                path                             data file
   { "queue",             "/api/v1/ws/queue",             "data/queue.json" },
@@ -13,23 +15,15 @@ local feeds = {
   { "webhook_status",    "/api/v1/ws/webhook-status",    "data/webhook_status.json" },
 }
 
-for _, feed in ipairs(feeds) do
-  local name, path, file = feed[1], feed[2], feed[3]
-  local prefix = '{"type":"' .. name .. '_update","data":'
+for _, entry in ipairs(feeds) do
+  local name, path, file = entry[1], entry[2], entry[3]
 
   endpoint {
     path = path,
     -- No `initial`: the host sends new clients the watcher's latest value.
     watch = {
       every = 2.0,
-      poll = function()
-        local text = read_file(file)
-        -- Only validates: a half-written file raises here, and the host logs it and retries
-        -- on the next tick. The text itself is sent as is, because re-encoding the decoded
-        -- table would turn every [] into {} and round numbers to 14 digits.
-        json.decode(text)
-        return prefix .. text .. "}"
-      end,
+      poll = function() return feed.update(name, read_file(file)) end,
     },
   }
 end

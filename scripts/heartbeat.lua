@@ -2,8 +2,12 @@
 -- (forwarded to the ADW monitor dashboard) and job results (the last 100 are kept here).
 -- Every message is acknowledged with {"type":"ack","received":true,...}: workers count an ack
 -- without "received" as unacknowledged.
+-- With JOB_RESULTS_URL set (and its host allowed with --allow-net), each job result is also
+-- POSTed there as JSON, and the ack says how the backend answered: backend_status, or
+-- backend_error when it could not be reached (the result is still kept here).
 local MAX_RESULTS = 100
 local results = {}   -- newest last
+local results_url = env("JOB_RESULTS_URL")
 
 return endpoint {
   path = "/ws/heartbeat",
@@ -32,7 +36,13 @@ return endpoint {
     job_result = function(conn, msg)
       results[#results + 1] = { worker = conn.data.worker, at = now(), result = msg }
       if #results > MAX_RESULTS then table.remove(results, 1) end
-      return { type = "ack", received = true, msg = "recorded", job_id = msg.job_id, id = msg.id }
+      local ack = { type = "ack", received = true, msg = "recorded", job_id = msg.job_id, id = msg.id }
+      if results_url then
+        -- The worker's next message waits until this answers, so its acks stay in order.
+        local response, reason = http.post(results_url, { worker = conn.data.worker, result = msg })
+        if response then ack.backend_status = response.status else ack.backend_error = reason end
+      end
+      return ack
     end,
   },
 
