@@ -137,6 +137,7 @@ let package = Package(
             name: "MoongateCoreTests",
             dependencies: [
                 "MoongateCore",
+                .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -40,9 +40,15 @@ public struct OutboundPolicy: Sendable {
     /// `--allow-exec` path (`git` for `/usr/bin/git`). Otherwise why it may not run.
     func program(_ requested: String) -> Result<String, ProgramRefusal> {
         let candidates: [String]
-        if requested.contains("/") {
-            let path = URL(fileURLWithPath: requested).standardizedFileURL.path
+        if requested.hasPrefix("/") {
+            var parts: [Substring] = []
+            for part in requested.split(separator: "/") where part != "." {
+                if part == ".." { _ = parts.popLast() } else { parts.append(part) }
+            }
+            let path = "/" + parts.joined(separator: "/")
             candidates = self.allowedPrograms.filter { $0 == path }
+        } else if requested.contains("/") {
+            candidates = []  // relative to what? Only absolute paths and bare names are read.
         } else {
             candidates = self.allowedPrograms.filter { $0.split(separator: "/").last.map(String.init) == requested }
         }

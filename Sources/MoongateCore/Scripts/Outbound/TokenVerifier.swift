@@ -18,12 +18,13 @@ final class TokenVerifier: Sendable {
     static let secretVariable = "MOONGATE_JWT_SECRET"
     /// Seconds of clock skew tolerated on `exp` and `nbf`.
     static let leeway: Double = 30
-    /// An unknown `kid` reloads the set at most this often, so forged kids cannot hammer the provider.
-    static let unknownKeyReloadInterval: Double = 1
 
     static let keySetAlgorithms: Set<String> = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
     private let source: String?
+    /// An unknown `kid` reloads the set at most this often (seconds), so forged kids cannot hammer
+    /// the provider.
+    private let unknownKeyReloadInterval: Double
     private let httpClient: HTTPClient?
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
@@ -43,8 +44,9 @@ final class TokenVerifier: Sendable {
         static let empty = KeySet(collection: JWTKeyCollection(), kids: [])
     }
 
-    init(source: String?, httpClient: HTTPClient?, logger: Logger) {
+    init(source: String?, httpClient: HTTPClient?, logger: Logger, unknownKeyReloadInterval: Double = 1) {
         self.source = source
+        self.unknownKeyReloadInterval = unknownKeyReloadInterval
         self.httpClient = httpClient
         self.logger = logger
     }
@@ -226,11 +228,11 @@ final class TokenVerifier: Sendable {
         return .success(keys.collection)
     }
 
-    /// One reload at a time, and none more often than `unknownKeyReloadInterval`.
+    /// One reload at a time, and none sooner than `unknownKeyReloadInterval` after the last.
     private func reloadForUnknownKey() async {
         let task: Task<Void, Never>? = self.state.withLockedValue { state in
             if let running = state.reloading { return running }
-            guard Date().timeIntervalSince(state.loadedAt) >= Self.unknownKeyReloadInterval else { return nil }
+            guard Date().timeIntervalSince(state.loadedAt) >= self.unknownKeyReloadInterval else { return nil }
             let task = Task {
                 do {
                     try await self.reload()
