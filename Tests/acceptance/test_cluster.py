@@ -580,3 +580,25 @@ def test_a_silent_postgres_is_noticed_and_appends_fail_at_once(cluster, postgres
     assert a.emit("silent", {"type": "step", "n": 3})[1] == [2]
     got = asyncio.run(collect(b, "silent", 2))
     assert [m["n"] for m in got] == [1, 3]
+
+
+def test_a_lua_emit_waiting_for_postgres_holds_up_no_other_client(cluster, postgres):
+    """A script's emit waits for the commit like any I/O call: while PostgreSQL is silent the
+    script's other clients are still answered, and the emit completes once it answers again."""
+    (a,) = cluster.start(1)
+
+    async def scenario():
+        async with session_connect(a, "/ctl") as first_ws, session_connect(a, "/ctl") as second_ws:
+            first, second = Ctl(first_ws), Ctl(second_ws)
+            assert (await first.call({"type": "emit", "session": "held", "n": 1}))["seq"] == 1
+            postgres.freeze()
+            try:
+                pending = asyncio.ensure_future(first.call({"type": "emit", "session": "held", "n": 2}))
+                reply = await second.call({"type": "whoami"})
+                assert reply["node"] == "node-0"
+                assert not pending.done(), "the emit answered while PostgreSQL was frozen"
+            finally:
+                postgres.thaw()
+            assert await pending == {"ok": True, "seq": 2, "id": 2}
+
+    asyncio.run(scenario())

@@ -250,7 +250,8 @@ enum HostFunctions {
         return 1
     }
 
-    /// host.emit(session_id, event_json, endpoint_index?) -> seq
+    /// host.emit(session_id, event_json, endpoint_index?) -> seq; or nil and an operation id to
+    /// wait on, for the commit to a cluster's log from a callback that can wait.
     private static func emit(_ context: ScriptContext) -> Int32 {
         let lua = context.lua
         guard let id = lua.string(at: 1), let event = payload(lua, at: 2) else {
@@ -259,7 +260,25 @@ enum HostFunctions {
         let settings = lua.integer(at: 3).flatMap { index in
             context.specs.indices.contains(index - 1) ? context.specs[index - 1].session : nil
         }
-        switch context.services.sessions.emit(into: id, object: event, settings: settings) {
+        let sessions = context.services.sessions
+        if let cluster = sessions.cluster, context.canWait {
+            let type: String?
+            switch SessionStore.eventType(of: event) {
+            case .success(let found): type = found
+            case .failure(let error): return fail(context, "emit: \(error)")
+            }
+            lua.pushNil()
+            let started = self.startOperation(context, kind: "emit", what: "emit into \(id)", function: "emit") {
+                do {
+                    let committed = try await sessions.commit(into: id, object: event, type: type, settings: settings, cluster: cluster, on: cluster.loop).get()
+                    return OperationResult(values: [.integer(Int(committed.seq))], outcome: "ok")
+                } catch {
+                    return .failure("emit: \(error as? SessionError ?? .unavailable("\(error)"))")
+                }
+            }
+            return started < 0 ? started : 2
+        }
+        switch sessions.emit(into: id, object: event, settings: settings) {
         case .success(let seq):
             lua.push(Int(seq))
             return 1
@@ -277,12 +296,22 @@ enum HostFunctions {
         return 0
     }
 
-    /// host.session_status(session_id) -> JSON text, or nil if there is no such session
+    /// host.session_status(session_id) -> JSON text, or nil if there is no such session; or nil
+    /// and an operation id to wait on, for a cluster's log read from a callback that can wait.
     private static func sessionStatus(_ context: ScriptContext) -> Int32 {
         guard let id = context.lua.string(at: 1) else {
             return fail(context, "session_status expects a session id")
         }
-        context.lua.push(context.services.sessions.statusAndWait(id)?.json)
+        let sessions = context.services.sessions
+        if let cluster = sessions.cluster, sessions.existing(id) == nil, context.canWait {
+            context.lua.pushNil()
+            let started = self.startOperation(context, kind: "session", what: "session_status of \(id)", function: "session_status") {
+                let status = try? await sessions.lookup(id, on: cluster.loop).get()?.status
+                return OperationResult(values: [status.map { .text($0.json) } ?? .nil], outcome: status == nil ? "error" : "ok")
+            }
+            return started < 0 ? started : 2
+        }
+        context.lua.push(sessions.statusAndWait(id)?.json)
         return 1
     }
 

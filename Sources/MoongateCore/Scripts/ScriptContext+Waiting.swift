@@ -95,6 +95,12 @@ extension ScriptContext {
         }
     }
 
+    /// Whether the running code may wait: a callback, not a load, not inside a C function, and
+    /// the script not stopping. Host functions that could also block check it to choose.
+    var canWait: Bool {
+        self.isRunningCallback && self.runtime != nil && !self.isStopping && self.lua.isYieldable
+    }
+
     /// The host function behind an I/O call starts `work` for the running callback, which then
     /// yields to wait for it. Returns the operation's id, or why no call can start here.
     func startOperation(

@@ -303,13 +303,19 @@ function emit(session, event)
   if type(event) ~= "table" and type(event) ~= "string" then
     error("emit expects an event table or JSON object text, got " .. type(event), 2)
   end
-  return host.emit(tostring(session), encode(event, "event", 2), current)
+  local seq, pending = host.emit(tostring(session), encode(event, "event", 2), current)
+  if pending == nil then return seq end
+  -- In a cluster the commit to PostgreSQL is waited for like any I/O call.
+  local committed, reason = wait(pending)
+  if committed == nil then error(reason, 2) end
+  return committed
 end
 
 function close_session(session) host.close_session(tostring(session)) end
 
 function session_status(session)
-  local status = host.session_status(tostring(session))
+  local status, pending = host.session_status(tostring(session))
+  if pending ~= nil then status = wait(pending) end
   if status == nil then return nil end
   return decode_json(status)
 end
