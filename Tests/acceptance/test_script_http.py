@@ -10,15 +10,21 @@ Run: python3 -m pytest -q Tests/acceptance/test_script_http.py   (MOONGATE_BIN o
 import asyncio
 import http.server
 import json
+import os
 import signal
 import socket
+import ssl
+import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 
 import pytest
 from websockets.asyncio.client import connect
 
 from moongate_process import MoongateProcess
+from test_metrics import scrape, value
 
 SCRIPT = """
 endpoint {
@@ -35,6 +41,13 @@ endpoint {
       if response == nil then return { type = "failed", reason = reason } end
       return { type = "posted", status = response.status, body = response.body }
     end,
+    own = function(conn, msg)
+      -- The host's own listener: reachable without --allow-net.
+      local url = server_url(msg.path)
+      local response, reason = http.get(url)
+      if response == nil then return { type = "failed", reason = reason } end
+      return { type = "own", url = url, status = response.status, body = response.body }
+    end,
     wrapped = function(conn, msg)
       -- A script's own coroutine may wait too; the wait passes through it to the host.
       local co = coroutine.wrap(function() return http.get(msg.url).body end)
@@ -46,9 +59,11 @@ endpoint {
 
 
 class Backend:
-    """A threaded HTTP server; `/hold/NAME` answers only once `release(NAME)` is called."""
+    """A threaded HTTP server; `/hold/NAME` answers only once `release(NAME)` is called;
+    `/goto?to=URL` redirects to URL; `/chain/N` redirects N times before answering. Given an
+    `ssl.SSLContext`, it serves HTTPS."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.held = {}
         self.requests = []
         backend = self
@@ -62,6 +77,18 @@ class Backend:
                 if self.path == "/redirect":
                     self.send_response(302)
                     self.send_header("Location", "/json?via=redirect")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if self.path.startswith("/goto?") or self.path.startswith("/chain/"):
+                    if self.path.startswith("/goto?"):
+                        location = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["to"][0]
+                    elif int(self.path[len("/chain/"):]) > 0:
+                        location = f"/chain/{int(self.path[len('/chain/'):]) - 1}"
+                    else:
+                        return self.answer({"path": self.path})
+                    self.send_response(302)
+                    self.send_header("Location", location)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -93,6 +120,9 @@ class Backend:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -103,7 +133,7 @@ class Backend:
         self.event(name).set()
 
     def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def close(self):
         for event in self.held.values():
@@ -279,3 +309,175 @@ def test_io_while_the_script_loads_is_a_clear_load_error(tmp_path):
     with pytest.raises(Exception):
         process.start(timeout=15)
     assert "bad.lua:1" in process.log_text() and "inside a callback" in process.log_text()
+
+
+# HTTPS, redirects across hosts, the host's own listener, /metrics --------------------------------
+
+
+def openssl(*args):
+    result = subprocess.run(["openssl", *map(str, args)], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+
+
+class ThrowawayCA:
+    """A certificate authority made with openssl for one test, and server certificates it signs."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.cert = directory / "ca.pem"
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", directory / "ca.key", "-out", self.cert, "-days", "2", "-subj", "/CN=Moongate Test CA",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+    def server_context(self, name, subject_alt_name):
+        """An `ssl.SSLContext` serving a certificate for `subject_alt_name`, signed by this CA."""
+        key, csr, cert = (self.directory / f"{name}.{ext}" for ext in ("key", "csr", "pem"))
+        extensions = self.directory / f"{name}.ext"
+        extensions.write_text(f"subjectAltName={subject_alt_name}\nextendedKeyUsage=serverAuth\n")
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
+                "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.directory / "ca.key", "-CAcreateserial",
+                "-out", cert, "-days", "2", "-extfile", extensions)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        return context
+
+
+def serve(tmp_path, *args):
+    """A host on SCRIPT with these options (and no $SSL_CERT_FILE from the environment)."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir(exist_ok=True)
+    (scripts / "io.lua").write_text(SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "SSL_CERT_FILE"}
+    return MoongateProcess(scripts, *args, env=env).start()
+
+
+def ask_once(process, message):
+    async def scenario():
+        async with connect(process.url("/io")) as ws:
+            return await ask(ws, message)
+
+    return run(scenario())
+
+
+def test_https_trusts_a_private_ca_only_with_ca_file(tmp_path):
+    """A server signed by a private CA: a TLS error without --ca-file, a response with it."""
+    ca = ThrowawayCA(tmp_path)
+    secure = Backend(tls=ca.server_context("server", "IP:127.0.0.1"))
+    try:
+        process = serve(tmp_path, "--allow-net", "127.0.0.1")
+        try:
+            untrusted = ask_once(process, {"type": "fetch", "url": secure.url("/json")})
+            assert untrusted["type"] == "failed" and untrusted["reason"].startswith("TLS error"), untrusted
+        finally:
+            assert process.stop() == 0
+        assert secure.requests == [], "no request may go over an untrusted connection"
+        process = serve(tmp_path, "--allow-net", "127.0.0.1", "--ca-file", ca.cert)
+        try:
+            trusted = ask_once(process, {"type": "fetch", "url": secure.url("/json")})
+            assert trusted["type"] == "fetched" and trusted["status"] == 200, trusted
+            assert json.loads(trusted["body"]) == {"path": "/json", "x-test": "yes"}
+        finally:
+            assert process.stop() == 0
+    finally:
+        secure.close()
+
+
+def test_https_checks_the_name_even_for_a_trusted_ca(tmp_path):
+    """A certificate from a trusted CA but for another name is a TLS error, not a response."""
+    ca = ThrowawayCA(tmp_path)
+    elsewhere = Backend(tls=ca.server_context("elsewhere", "DNS:elsewhere.example"))
+    try:
+        process = serve(tmp_path, "--allow-net", "127.0.0.1", "--ca-file", ca.cert)
+        try:
+            got = ask_once(process, {"type": "fetch", "url": elsewhere.url("/json")})
+            assert got["type"] == "failed" and got["reason"].startswith("TLS error"), got
+        finally:
+            assert process.stop() == 0
+        assert elsewhere.requests == []
+    finally:
+        elsewhere.close()
+
+
+def test_a_redirect_to_a_host_that_is_not_allowed_is_refused(tmp_path, backend):
+    """Each redirect hop passes --allow-net: a hop to a port not allowed fails and is never sent."""
+    other = Backend()
+    try:
+        process = serve(tmp_path, "--allow-net", f"127.0.0.1:{backend.port}")
+        try:
+            target = other.url("/json")
+            got = ask_once(process, {"type": "fetch", "url": backend.url("/goto?to=" + urllib.parse.quote(target, safe=""))})
+            assert got["type"] == "failed", got
+            assert f"--allow-net 127.0.0.1:{other.port}" in got["reason"]
+            assert [path for _, path, _ in backend.requests] == ["/goto?to=" + urllib.parse.quote(target, safe="")]
+        finally:
+            assert process.stop() == 0
+        assert other.requests == [], "the host that is not allowed was never asked"
+    finally:
+        other.close()
+
+
+def test_redirects_are_followed_five_times_and_no_more(host, backend):
+    """Five redirects reach the answer; a sixth is not followed."""
+    five = ask_once(host, {"type": "fetch", "url": backend.url("/chain/5")})
+    assert five["status"] == 200 and json.loads(five["body"]) == {"path": "/chain/0"}
+    mark = len(backend.requests)
+    six = ask_once(host, {"type": "fetch", "url": backend.url("/chain/6")})
+    assert six.get("status") != 200
+    # The first request and five redirects, never a seventh.
+    assert [path for _, path, _ in backend.requests[mark:]] == [f"/chain/{n}" for n in range(6, 0, -1)]
+
+
+def test_the_hosts_own_listener_needs_no_allow_net(tmp_path, backend):
+    """server_url() reaches the host itself with no --allow-net; other servers stay refused."""
+    process = serve(tmp_path)
+    try:
+        healthz = ask_once(process, {"type": "own", "path": "/healthz"})
+        assert healthz["type"] == "own" and healthz["status"] == 200, healthz
+        assert healthz["url"] == process.http_url("/healthz")
+        assert healthz["body"] == urllib.request.urlopen(process.http_url("/healthz"), timeout=5).read().decode()
+        # Anything else on the same address is still refused.
+        other = ask_once(process, {"type": "fetch", "url": backend.url("/json")})
+        assert other["type"] == "failed" and "--allow-net 127.0.0.1" in other["reason"]
+    finally:
+        assert process.stop() == 0
+    assert backend.requests == []
+
+
+def test_metrics_count_http_calls_by_outcome_and_time_them(tmp_path, backend):
+    """/metrics counts http calls as ok and refused, as made here, and times every one."""
+    process = serve(tmp_path, "--allow-net", f"127.0.0.1:{backend.port}")
+    try:
+        before = scrape(process)
+        oks = [{"type": "fetch", "url": backend.url(f"/json?n={n}")} for n in range(3)]
+        oks.append({"type": "own", "path": "/healthz"})
+        refusals = [
+            {"type": "fetch", "url": f"http://127.0.0.1:{closed_port()}/"},
+            {"type": "fetch", "url": f"http://localhost:{backend.port}/json"},
+            {"type": "fetch", "url": backend.url("/goto?to=" + urllib.parse.quote(f"http://127.0.0.1:{closed_port()}/x", safe=""))},
+        ]
+        for message in oks:
+            assert ask_once(process, message)["status"] == 200
+        for message in refusals:
+            assert "--allow-net" in ask_once(process, message)["reason"]
+        after = scrape(process)
+    finally:
+        assert process.stop() == 0
+
+    def grew(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("moongate_script_io_calls_total", kind="http", outcome="ok") == len(oks)
+    assert grew("moongate_script_io_calls_total", kind="http", outcome="refused") == len(refusals)
+    calls = len(oks) + len(refusals)
+    assert grew("moongate_script_io_duration_seconds_count", kind="http") == calls
+    assert grew("moongate_script_io_duration_seconds_bucket", kind="http", le="+Inf") == calls
+    assert grew("moongate_script_io_duration_seconds_sum", kind="http") > 0
+    buckets = sorted(
+        (float(dict(labels)["le"]), count)
+        for (name, labels), count in after.items()
+        if name == "moongate_script_io_duration_seconds_bucket" and dict(labels).get("kind") == "http"
+    )
+    assert len(buckets) > 2 and [count for _, count in buckets] == sorted(count for _, count in buckets)
+    in_flight = [count for (name, _), count in after.items() if name == "moongate_script_io_in_flight"]
+    assert in_flight and all(count == 0 for count in in_flight)

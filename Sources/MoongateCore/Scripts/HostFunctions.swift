@@ -129,7 +129,7 @@ enum HostFunctions {
         guard let id = lua.integer(at: 1), let key = lua.string(at: 2) else {
             return fail(context, "conn_info expects a connection and a key")
         }
-        guard let connection = context.services.connections[UInt64(id)] else {
+        guard let connection = context.services.connections[UInt64(id)] ?? context.departed[UInt64(id)] else {
             lua.pushNil()
             return 1
         }

@@ -118,6 +118,7 @@ extension ScriptContext {
     }
 
     func closed(_ connection: Connection, index: Int, code: WebSocketErrorCode?) {
+        self.departed[connection.id] = connection
         let work = ConnectionWork.close(code: code, index: index)
         if self.backlogs[connection.id] != nil {
             self.backlogs[connection.id]!.append(work)
@@ -173,7 +174,9 @@ extension ScriptContext {
                 self.batch.append(.completed(connection))
             }
         case .close(let code, let index):
-            if !self.handOver(connection, { $0.disconnect(connection, code: code) }) {
+            if self.handOver(connection, { $0.disconnect(connection, code: code) }) {
+                self.departed[connection.id] = nil
+            } else {
                 _ = self.runClose(connection, index: index, code: code)
             }
         }
@@ -307,7 +310,10 @@ extension ScriptContext {
                 }
                 return 3
             }
-            guard case .waiting(let callback) = outcome else { return true }
+            guard case .waiting(let callback) = outcome else {
+                self.departed[connection.id] = nil
+                return true
+            }
             if self.backlogs[connection.id] == nil {
                 self.backlogs[connection.id] = []
             }
@@ -315,11 +321,13 @@ extension ScriptContext {
                 if case .failure(let error) = result {
                     failed(error)
                 }
+                self.departed[connection.id] = nil
                 self.drainBacklog(of: connection)
             }
             return false
         } catch {
             failed(error)
+            self.departed[connection.id] = nil
             return true
         }
     }

@@ -55,6 +55,9 @@ final class ScriptContext {
     /// Connections one of whose callbacks waits: what they sent meanwhile, in order
     /// (ScriptContext+Connections).
     var backlogs: [UInt64: [ConnectionWork]] = [:]
+    /// Clients gone from the registry whose `on_close` has not finished yet: a callback that
+    /// waited past the disconnect still reads their `params`, `headers`, ...
+    var departed: [UInt64: Connection] = [:]
     /// Watchers, heartbeats and timers whose last run still waits: the next tick skips them.
     var busyTicks: Set<Tick> = []
     /// Those whose overrun was logged, until one run finishes in time again.

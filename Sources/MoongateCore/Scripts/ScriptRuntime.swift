@@ -53,8 +53,13 @@ final class ScriptRuntime: Sendable {
 
     /// Stops every timer, cancels the callbacks waiting on I/O (their clients' work goes to the
     /// new version) and frees the Lua state once the work already queued has run.
-    func retire() -> EventLoopFuture<Void> {
+    /// Stops this version; `rebinding` moves its kept endpoints to the new version first, in the
+    /// same turn of the loop.
+    func retire(rebinding: [(EndpointSlot, EndpointBinding)] = []) -> EventLoopFuture<Void> {
         self.loop.submit {
+            for (slot, binding) in rebinding {
+                slot.binding = binding
+            }
             self.context.value?.stop()
             self.context.value = nil
         }

@@ -105,10 +105,6 @@ extension MoongateServer {
                 self.logger.error("could not start the timers and watchers of \(runtime.file.path): \(error)")
             }
         }
-        for (slot, binding) in rebinds {
-            slot.binding = binding
-        }
-
         self.endpoints.replace(with: newSlots)
         self.sessions.defaultSettings.withLockedValue { defaults in
             defaults = runtimes.lazy.flatMap(\.specs).compactMap(\.session).first ?? SessionSettings()
@@ -128,10 +124,17 @@ extension MoongateServer {
         }
         for runtime in retired {
             do {
-                try await runtime.retire().get()
+                // Rebound in the same turn of the script loop that cancels the old version's
+                // waits and hands their clients' backlogs over: what a client sent before the
+                // swap reaches the new version before anything it sends after.
+                let moving = rebinds.filter { $0.0.binding?.runtime === runtime }
+                try await runtime.retire(rebinding: moving).get()
             } catch {
                 self.logger.error("could not retire the previous state of \(runtime.file.path): \(error)")
             }
+        }
+        for (slot, binding) in rebinds where slot.binding?.runtime !== binding.runtime {
+            slot.binding = binding  // its old runtime was not among the retired (none, on a first start)
         }
         await self.scriptLoops.release(keeping: Set(runtimes.map(\.file.path)))
         return plan.summary

@@ -122,7 +122,7 @@ struct HTTPCall: Sendable {
         if let error = error as? IOError, error.errnoCode == ECONNREFUSED {
             return .failure("connection refused", outcome: "refused_by_peer")
         }
-        if error is NIOSSLError || error is BoringSSLError {
+        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
             return .failure("TLS error: \(error)", outcome: "tls")
         }
         if let error = error as? ChannelError, case .connectTimeout = error {
