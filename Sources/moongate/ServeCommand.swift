@@ -110,8 +110,6 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = self.logging.bootstrap()
         FileDescriptorLimit.raiseToMaximum()
-        // A pipe to a script's command that exited early answers EPIPE instead of ending the host.
-        signal(SIGPIPE, SIG_IGN)
         var configuration = ServerConfiguration(
             host: self.host,
             port: self.port,

@@ -2,7 +2,7 @@ import CoreMetrics
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// What `/metrics` says about scripts' outbound calls (`http`, `sql`, `exec`, `jwks`): how many
+/// What `/metrics` says about scripts' outbound calls (`http`, `sql`, `exec`, `jwt`, `emit`): how many
 /// by kind and outcome, how long they took, and how many each script has in flight.
 final class ScriptIOMetrics: Sendable {
     private let factory: any MetricsFactory
@@ -21,16 +21,7 @@ final class ScriptIOMetrics: Sendable {
     /// `outcome`: `ok`, or what went wrong (`timeout`, `refused`, `error`, `cancelled`, ...).
     func finished(script: String, kind: String, outcome: String, nanoseconds: Int64) {
         self.adjustInFlight(script: script, by: -1)
-        let counter = self.calls.withLockedValue { cache in
-            let key = kind + "|" + outcome
-            if let existing = cache[key] {
-                return existing
-            }
-            let created = CoreMetrics.Counter(label: "moongate_script_io_calls_total", dimensions: [("kind", kind), ("outcome", outcome)], factory: self.factory)
-            cache[key] = created
-            return created
-        }
-        counter.increment()
+        self.counter(kind: kind, outcome: outcome).increment()
         let timer = self.durations.withLockedValue { cache in
             if let existing = cache[kind] {
                 return existing
@@ -40,6 +31,23 @@ final class ScriptIOMetrics: Sendable {
             return created
         }
         timer.recordNanoseconds(nanoseconds)
+    }
+
+    /// A call the host would not start (a program not allowed, no such database).
+    func refused(kind: String) {
+        self.counter(kind: kind, outcome: "refused").increment()
+    }
+
+    private func counter(kind: String, outcome: String) -> CoreMetrics.Counter {
+        self.calls.withLockedValue { cache in
+            let key = kind + "|" + outcome
+            if let existing = cache[key] {
+                return existing
+            }
+            let created = CoreMetrics.Counter(label: "moongate_script_io_calls_total", dimensions: [("kind", kind), ("outcome", outcome)], factory: self.factory)
+            cache[key] = created
+            return created
+        }
     }
 
     private func adjustInFlight(script: String, by change: Int) {

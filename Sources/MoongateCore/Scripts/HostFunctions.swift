@@ -48,6 +48,15 @@ enum HostFunctions {
         return -1
     }
 
+    /// An I/O call the host will not make (not allowed, no such database): `nil, reason` for the
+    /// script, as a call that failed, and counted as refused.
+    private static func refuse(_ context: ScriptContext, _ reason: String, kind: String) -> Int32 {
+        context.services.metrics.scriptIO.refused(kind: kind)
+        context.lua.pushNil()
+        context.lua.push(reason)
+        return 2
+    }
+
     private static func payload(_ lua: LuaState, at index: Int32) -> ByteBuffer? {
         lua.withBytes(at: index) { ByteBuffer(bytes: $0) }
     }
@@ -382,7 +391,7 @@ enum HostFunctions {
         }
         let function = "sql.\(kind)"
         guard let database = context.services.outbound.databases.byName[name] else {
-            return fail(context, "\(function): " + ScriptDatabases.unknown(name))
+            return refuse(context, ScriptDatabases.unknown(name), kind: "sql")
         }
         var parameters: [LuaValue] = []
         if lua.top >= 4 {
@@ -409,7 +418,7 @@ enum HostFunctions {
         let program: String
         switch context.services.outbound.policy.program(requested) {
         case .success(let allowed): program = allowed
-        case .failure(let refusal): return fail(context, "exec: \(refusal)")
+        case .failure(let refusal): return refuse(context, refusal.description, kind: "exec")
         }
         var arguments: [String] = []
         if lua.type(at: 2) == .table {
