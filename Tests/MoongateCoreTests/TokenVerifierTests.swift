@@ -94,6 +94,23 @@ final class TokenVerifierTests: XCTestCase {
         }
     }
 
+    func testAnEdDSAKeyOfTheSetVerifiesItsTokens() async throws {
+        let key = try EdDSA.PrivateKey(curve: .ed25519)
+        let x = key.publicKey.rawRepresentation.base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let set: [String: Any] = ["keys": [["kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": "ed-1", "x": x]]]
+        try JSONSerialization.data(withJSONObject: set).write(to: self.keySetFile)
+        let verifier = try await self.verifier()
+        defer { verifier.stop() }
+        let keys = await JWTKeyCollection().add(eddsa: key, kid: "ed-1")
+        let token = try await keys.sign(Claims(sub: "ada"), kid: "ed-1")
+        let result = await verifier.verify(token, audience: nil, issuer: nil)
+        XCTAssertEqual(result.outcome, "ok", "\(result)")
+        let forged = try await JWTKeyCollection().add(eddsa: try EdDSA.PrivateKey(curve: .ed25519), kid: "ed-1").sign(Claims(sub: "eve"), kid: "ed-1")
+        let refused = await verifier.verify(forged, audience: nil, issuer: nil)
+        XCTAssertEqual(self.reason(refused), "bad signature")
+    }
+
     func testATamperedPayloadAndAlgorithmNoneAreRefused() async throws {
         let key = ES256PrivateKey()
         try self.writeKeySet([("k1", key)])

@@ -314,3 +314,83 @@ def test_unknown_path_is_refused_with_404(server):
 def test_healthz_answers_200(server):
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=REPLY_TIMEOUT) as response:
         assert response.status == 200
+
+
+# Scripts that reach the outside world (#15) ---------------------------------------------------
+
+
+def test_the_api_dashboard_streams_the_hosts_own_session_api(server):
+    """api_feeds.lua polls GET /sessions/demo on its own host (no --allow-net needed) and sends it
+    as demo_session_update: the same session and epoch the HTTP API reports."""
+    async def scenario():
+        async with connect(server.url("/api/v1/ws/demo-session")) as ws:
+            return await receive_json(ws, timeout=UPDATE_TIMEOUT)
+
+    update = run(scenario())
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/sessions/demo", timeout=5) as response:
+        status = json.loads(response.read())
+    assert update["type"] == "demo_session_update"
+    assert update["data"]["session"] == "demo" and update["data"]["epoch"] == status["epoch"]
+    assert set(update["data"]) == set(status)
+
+
+class JobResultsBackend:
+    """A real HTTP server for JOB_RESULTS_URL: records each POSTed JSON body, answers 202."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.received = []
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                backend.received.append((self.headers.get("Content-Type"), json.loads(body)))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_heartbeat_posts_job_results_to_the_backend_and_acks_its_status(tmp_path):
+    """With JOB_RESULTS_URL set, each job_result is POSTed there as JSON and the ack carries the
+    backend's status; with the backend gone, the ack says why and the result is still acked."""
+    from moongate_process import MoongateProcess
+
+    scripts = tmp_path / "scripts"
+    shutil.copytree(REPO / "scripts", scripts)
+    backend = JobResultsBackend()
+    url = f"http://127.0.0.1:{backend.port}/results"
+    host = MoongateProcess(scripts, "--allow-net", f"127.0.0.1:{backend.port}", env={**os.environ, "JOB_RESULTS_URL": url})
+    host.start()
+    try:
+        async def scenario():
+            async with connect(host.url("/ws/heartbeat")) as ws:
+                await request(ws, {"type": "worker_register", "worker_id": "worker-9"})
+                posted = await request(ws, {"type": "job_result", "job_id": "job-1", "status": "success", "id": 1})
+                backend.close()
+                unreachable = await request(ws, {"type": "job_result", "job_id": "job-2", "status": "failed", "id": 2})
+                return posted, unreachable
+
+        posted, unreachable = run(scenario())
+    finally:
+        assert host.stop() == 0
+    assert posted == {"type": "ack", "received": True, "msg": "recorded", "job_id": "job-1", "id": 1, "backend_status": 202}
+    assert backend.received == [
+        ("application/json", {"worker": "worker-9", "result": {"type": "job_result", "job_id": "job-1", "status": "success", "id": 1}})
+    ]
+    assert unreachable["received"] is True and unreachable["job_id"] == "job-2"
+    assert "backend_status" not in unreachable and unreachable["backend_error"] == "connection refused", unreachable
