@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +94,17 @@ class MoongateProcess:
 
     def http_url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def metric(self, name, **labels):
+        """One sample of GET /metrics, by name and exact labels (0 when absent)."""
+        with urllib.request.urlopen(self.http_url("/metrics"), timeout=10) as response:
+            text = response.read().decode()
+        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+        for line in text.splitlines():
+            match = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
+            if match and match.group(1) == name and ",".join(sorted(match.group(2).split(","))) == wanted:
+                return float(match.group(3))
+        return 0.0
 
     def rss_kib(self):
         with open(f"/proc/{self.pid}/status") as status:

@@ -86,18 +86,6 @@ def wait_until(condition, what, timeout=10.0):
     return value
 
 
-def metric(host, name, **labels):
-    """One sample of GET /metrics (0 when absent)."""
-    with urllib.request.urlopen(host.http_url("/metrics"), timeout=10) as response:
-        text = response.read().decode()
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
-        if match and match.group(1) == name and ",".join(sorted(match.group(2).split(","))) == wanted:
-            return float(match.group(3))
-    return 0.0
-
-
 def test_cat_gets_stdin_and_echo_gets_its_arguments_literally(scripts):
     """stdin reaches /bin/cat; shell syntax in arguments reaches /bin/echo unexpanded."""
     (scripts / "would-be-globbed.txt").write_text("")
@@ -139,7 +127,7 @@ def test_a_program_past_its_timeout_is_killed(scripts):
     seconds = unique_seconds()
     host = start(scripts, "/bin/sleep")
     try:
-        timeouts = metric(host, "moongate_script_io_calls_total", kind="exec", outcome="timeout")
+        timeouts = host.metric("moongate_script_io_calls_total", kind="exec", outcome="timeout")
 
         async def scenario():
             async with connect(host.url("/run")) as ws:
@@ -152,7 +140,7 @@ def test_a_program_past_its_timeout_is_killed(scripts):
         assert reply == {"type": "failed", "reason": "timeout", "id": 4}
         wait_until(lambda: not sleeping(seconds), "the killed sleep to be gone")
         assert all(not os.path.exists(f"/proc/{pid}") for pid in pids)
-        assert metric(host, "moongate_script_io_calls_total", kind="exec", outcome="timeout") == timeouts + 1
+        assert host.metric("moongate_script_io_calls_total", kind="exec", outcome="timeout") == timeouts + 1
     finally:
         host.stop()
 

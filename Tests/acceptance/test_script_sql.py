@@ -7,9 +7,7 @@ Run: python3 -m pytest -q Tests/acceptance/test_script_sql.py   (MOONGATE_BIN ov
 
 import asyncio
 import json
-import re
 import sqlite3
-import urllib.request
 from datetime import datetime
 
 import pytest
@@ -220,18 +218,6 @@ def pg(postgres, files):
     host.stop()
 
 
-def metric(host, name, **labels):
-    """One sample of GET /metrics (0 when absent)."""
-    with urllib.request.urlopen(host.http_url("/metrics"), timeout=10) as response:
-        text = response.read().decode()
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
-        if match and match.group(1) == name and ",".join(sorted(match.group(2).split(","))) == wanted:
-            return float(match.group(3))
-    return 0.0
-
-
 def psql_json(postgres, sql):
     return json.loads(postgres.psql(f"SELECT coalesce(json_agg(t), '[]') FROM ({sql}) t"))
 
@@ -298,7 +284,7 @@ def test_postgres_exec_counts_rows_and_psql_sees_the_write(pg, postgres):
 def test_a_postgres_error_is_nil_and_the_servers_message(pg):
     """A failing statement returns nil and PostgreSQL's message; the next statement still runs."""
     host, schema = pg
-    ok, error = (metric(host, "moongate_script_io_calls_total", kind="sql", outcome=o) for o in ("ok", "error"))
+    ok, error = (host.metric("moongate_script_io_calls_total", kind="sql", outcome=o) for o in ("ok", "error"))
     missing, syntax, after = talk(
         host,
         query("pg", f"SELECT * FROM {schema}.missing"),
@@ -308,8 +294,8 @@ def test_a_postgres_error_is_nil_and_the_servers_message(pg):
     assert missing["type"] == "failed" and f'relation "{schema}.missing" does not exist' in missing["reason"]
     assert syntax["type"] == "failed" and "syntax error" in syntax["reason"]
     assert after["type"] == "rows" and after["types"] == [{"n": "integer"}]
-    assert metric(host, "moongate_script_io_calls_total", kind="sql", outcome="ok") == ok + 1
-    assert metric(host, "moongate_script_io_calls_total", kind="sql", outcome="error") == error + 2
+    assert host.metric("moongate_script_io_calls_total", kind="sql", outcome="ok") == ok + 1
+    assert host.metric("moongate_script_io_calls_total", kind="sql", outcome="error") == error + 2
 
 
 def test_a_wrong_postgres_password_stops_the_host(postgres, files):
@@ -350,7 +336,7 @@ def test_a_slow_postgres_query_holds_no_other_client(pg, postgres):
                     if running or waiting.done():
                         break
                 assert running and not waiting.done(), "the slow query was never seen running"
-                in_flight = await asyncio.to_thread(metric, host, "moongate_script_io_in_flight", script="scripts/db.lua")
+                in_flight = await asyncio.to_thread(host.metric, "moongate_script_io_in_flight", script="scripts/db.lua")
                 assert in_flight == 1 and not waiting.done()
 
                 async def other(number, ws):
