@@ -152,10 +152,10 @@ final class TokenVerifier: Sendable {
 
     /// The claims as JSON text, or why the token is refused.
     func verify(_ token: String, audience: String?, issuer: String?) async -> OperationResult {
-        guard let header = try? TokenHeader(token) else {
+        guard let parsed = try? ParsedToken(token) else {
             return .failure("malformed token", outcome: "refused")
         }
-        let checked = header.algorithm == "HS256" ? Self.checkHS256(header) : await self.checkWithKeySet(token, header)
+        let checked = parsed.algorithm == "HS256" ? Self.checkHS256(parsed) : await self.checkWithKeySet(token, parsed)
         switch checked {
         case .failure(let refusal):
             return .failure(refusal.description, outcome: "refused")
@@ -164,7 +164,7 @@ final class TokenVerifier: Sendable {
                 return .failure(refusal, outcome: "refused")
             }
             // The claims as the token carries them, every one of them, for the script to decode.
-            return OperationResult(values: [.string(header.payload)], outcome: "ok")
+            return OperationResult(values: [.string(parsed.payload)], outcome: "ok")
         }
     }
 
@@ -173,24 +173,19 @@ final class TokenVerifier: Sendable {
     }
 
     /// HMAC-SHA256 over `header.payload`, compared in constant time by swift-crypto.
-    private static func checkHS256(_ header: TokenHeader) -> Result<StandardClaims, Refusal> {
+    private static func checkHS256(_ token: ParsedToken) -> Result<StandardClaims, Refusal> {
         guard let secret = getenv(Self.secretVariable).map({ String(cString: $0) }), !secret.isEmpty else {
             return .failure(Refusal(description: "HS256 tokens need the secret in $\(Self.secretVariable)"))
         }
         let key = SymmetricKey(data: Data(secret.utf8))
-        guard HMAC<SHA256>.isValidAuthenticationCode(header.signature, authenticating: Data(header.signingInput.utf8), using: key) else {
+        guard HMAC<SHA256>.isValidAuthenticationCode(token.signature, authenticating: Data(token.signingInput.utf8), using: key) else {
             return .failure(Refusal(description: "bad signature"))
         }
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .secondsSince1970
-        guard let claims = try? decoder.decode(StandardClaims.self, from: Data(header.payload)) else {
-            return .failure(Refusal(description: "malformed token"))
-        }
-        return .success(claims)
+        return .success(token.claims)
     }
 
     /// jwt-kit checks the signature with the key the token's `kid` names.
-    private func checkWithKeySet(_ token: String, _ header: TokenHeader) async -> Result<StandardClaims, Refusal> {
+    private func checkWithKeySet(_ token: String, _ header: ParsedToken) async -> Result<StandardClaims, Refusal> {
         let keys: JWTKeyCollection
         switch await self.keys(for: header) {
         case .success(let found): keys = found
@@ -205,7 +200,7 @@ final class TokenVerifier: Sendable {
         }
     }
 
-    private func keys(for header: TokenHeader) async -> Result<JWTKeyCollection, Refusal> {
+    private func keys(for header: ParsedToken) async -> Result<JWTKeyCollection, Refusal> {
         guard Self.keySetAlgorithms.contains(header.algorithm) else {
             return .failure(Refusal(description: "unsupported algorithm \(header.algorithm)"))
         }
@@ -249,10 +244,12 @@ final class TokenVerifier: Sendable {
     }
 }
 
-/// What a token's header says, read before any key is chosen, and its payload as JSON text.
-struct TokenHeader {
+/// A token as jwt-kit's parser reads it, before any key is chosen: its algorithm and key id,
+/// the registered claims, and the claims JSON exactly as sent, for the script.
+struct ParsedToken {
     let algorithm: String
     let kid: String?
+    let claims: StandardClaims
     let payload: [UInt8]
     /// `header.payload`, what the signature signs.
     let signingInput: Substring
@@ -261,23 +258,20 @@ struct TokenHeader {
     struct Malformed: Error {}
 
     init(_ token: String) throws {
+        let (header, claims, signature) = try DefaultJWTParser().parse(Array(token.utf8), as: StandardClaims.self)
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let header = Self.base64URLDecode(parts[0]), let payload = Self.base64URLDecode(parts[1]),
-            let signature = Self.base64URLDecode(parts[2]),
-            let fields = try? JSONSerialization.jsonObject(with: header) as? [String: Any],
-            let algorithm = fields["alg"] as? String,
-            (try? JSONSerialization.jsonObject(with: payload)) is [String: Any]
-        else {
+        guard let algorithm = header.alg, parts.count == 3, let payload = Self.base64URLDecode(parts[1]) else {
             throw Malformed()
         }
         self.algorithm = algorithm
-        self.kid = fields["kid"] as? String
+        self.kid = header.kid
+        self.claims = claims
         self.payload = Array(payload)
         self.signature = signature
         self.signingInput = token[..<parts[2].startIndex].dropLast()
     }
 
-    static func base64URLDecode(_ text: Substring) -> Data? {
+    private static func base64URLDecode(_ text: Substring) -> Data? {
         var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
         return Data(base64Encoded: base64)
