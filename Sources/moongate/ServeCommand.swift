@@ -89,6 +89,13 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var console = true
 
+    @Option(name: .long, help: "permessage-deflate for clients that offer it: on or off (endpoints may turn it off with compression = false).")
+    var compression: Switch = .on
+
+    enum Switch: String, ExpressibleByArgument {
+        case on, off
+    }
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -132,6 +139,7 @@ struct ServeCommand: AsyncParsableCommand {
             adminHost: self.adminHost,
             console: self.console
         )
+        configuration.compression = self.compression == .on
         if let url = self.cluster ?? ProcessInfo.processInfo.environment["MOONGATE_CLUSTER"].flatMap({ $0.isEmpty ? nil : $0 }) {
             configuration.cluster = ClusterConfiguration(url: url, schema: self.clusterSchema, nodeID: self.nodeId)
         }

@@ -71,13 +71,13 @@ final class OutboundGateTests: XCTestCase {
     }
 
     func testBroadcastsWhileJoiningFollowTheInitialPayloadInOrder() throws {
-        XCTAssertTrue(self.gate.deliver(broadcast: self.serialized("b1"), flushNow: true))
-        XCTAssertTrue(self.gate.deliver(broadcast: self.serialized("b2"), flushNow: true))
+        XCTAssertTrue(self.gate.deliver(broadcast: self.serialized("b1"), compressed: nil, flushNow: true))
+        XCTAssertTrue(self.gate.deliver(broadcast: self.serialized("b2"), compressed: nil, flushNow: true))
         XCTAssertEqual(try self.flushedFrames(), [], "held, not written, while joining")
         self.gate.scriptStarted()
         XCTAssertTrue(self.gate.join(first: [.text("initial")]))
         self.gate.flush()
-        XCTAssertTrue(self.gate.deliver(broadcast: self.serialized("b3"), flushNow: true))
+        XCTAssertTrue(self.gate.deliver(broadcast: self.serialized("b3"), compressed: nil, flushNow: true))
         XCTAssertEqual(try self.flushedFrames(), [.text("initial"), .text("b1"), .text("b2"), .text("b3")])
         XCTAssertEqual(self.gate.machine.scriptWork, 0)
     }
@@ -89,7 +89,7 @@ final class OutboundGateTests: XCTestCase {
         self.gate.close(CloseFrame(code: .normalClosure, reason: "bye"))
         XCTAssertFalse(self.gate.write(.text("reply after close")))
         XCTAssertFalse(self.gate.write(serialized: self.serialized("serialised after close")))
-        XCTAssertFalse(self.gate.deliver(broadcast: self.serialized("broadcast after close"), flushNow: true))
+        XCTAssertFalse(self.gate.deliver(broadcast: self.serialized("broadcast after close"), compressed: nil, flushNow: true))
         self.gate.close(CloseFrame(code: .goingAway))
         self.gate.flush()
         XCTAssertEqual(try self.flushedFrames(), [.text("before"), .close(1000, "bye")], "queued data first, one close frame last")
@@ -137,9 +137,9 @@ final class OutboundGateTests: XCTestCase {
     func testTooManyHeldBroadcastsCloseTheJoiningClientWith1013() throws {
         let frame = self.serialized("b")
         for _ in 0..<ConnectionStateMachine.heldBroadcastLimit {
-            XCTAssertTrue(self.gate.deliver(broadcast: frame, flushNow: false))
+            XCTAssertTrue(self.gate.deliver(broadcast: frame, compressed: nil, flushNow: false))
         }
-        XCTAssertFalse(self.gate.deliver(broadcast: frame, flushNow: false))
+        XCTAssertFalse(self.gate.deliver(broadcast: frame, compressed: nil, flushNow: false))
         XCTAssertEqual(try self.flushedFrames(), [.close(1013, "the endpoint is not keeping up: try again later")])
         self.gate.scriptStarted()
         XCTAssertFalse(self.gate.join(first: [.text("too late")]), "a closing client does not join")

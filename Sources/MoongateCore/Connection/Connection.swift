@@ -22,6 +22,8 @@ final class Connection: Sendable {
     /// The numbered log this client follows: the session it named, on an endpoint that declares
     /// `session = { ... }`, or its endpoint's history (`history = { ... }`).
     let follows: FollowedLog?
+    /// permessage-deflate, when the client offered it and the endpoint allows it.
+    let deflate: DeflateParameters?
     /// What changes over the client's life on its I/O loop.
     /// A reference that may only be followed on the loop (`NIOLoopBound`, not a box: one
     /// allocation less per client).
@@ -37,7 +39,8 @@ final class Connection: Sendable {
         headers: HTTPHeaders,
         slot: EndpointSlot,
         follows: FollowedLog? = nil,
-        auth: String? = nil
+        auth: String? = nil,
+        deflate: DeflateParameters? = nil
     ) {
         self.id = id
         self.channel = channel
@@ -49,7 +52,8 @@ final class Connection: Sendable {
         self.auth = auth
         self.slot = slot
         self.follows = follows
-        self.onLoop = NIOLoopBound(ConnectionLoopState(channel: channel), eventLoop: channel.eventLoop)
+        self.deflate = deflate
+        self.onLoop = NIOLoopBound(ConnectionLoopState(channel: channel, deflate: deflate), eventLoop: channel.eventLoop)
     }
 
     /// Starts the closing handshake after whatever is already queued for the client; safe from any thread.
@@ -86,8 +90,8 @@ final class ConnectionLoopState {
     /// Where it stands in its session or its endpoint's history, if it follows one.
     var cursor: SessionCursor?
 
-    init(channel: any Channel) {
-        self.outbound = OutboundGate(channel: channel)
+    init(channel: any Channel, deflate: DeflateParameters? = nil) {
+        self.outbound = OutboundGate(channel: channel, deflate: deflate)
     }
 }
 

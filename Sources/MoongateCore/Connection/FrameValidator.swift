@@ -6,33 +6,43 @@ import NIOWebSocket
 /// (``FrameViolation``), and invalid UTF-8 in a fragmented text message as soon as the fragment
 /// carrying it arrives, not when the message ends (``InvalidUTF8``). After the first such frame everything is dropped.
 ///
-/// NIO's frame aggregator joins fragments; it is put right after this handler when a client first
-/// sends a fragment, so the unfragmented messages of most clients pass one handler fewer.
+/// With permessage-deflate negotiated, a message whose first frame has RSV1 set is compressed:
+/// its fragments are collected here and inflated as one, at most `maxMessageSize` bytes of it
+/// (a deflate bomb stops there, 1009), and passed on as one unfragmented frame.
+///
+/// NIO's frame aggregator joins the fragments of uncompressed messages; it is put right after this
+/// handler when a client first sends one, so the unfragmented messages of most clients pass one
+/// handler fewer.
 final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
 
     private let maxMessageSize: Int
+    private let deflate: Bool
     private var hasAggregator = false
     private var failed = false
     /// While a fragmented text message is open: its UTF-8 state between fragments.
     private var text: StreamingUTF8Validator?
+    /// While a compressed message's fragments arrive: its opcode and its compressed bytes.
+    private var compressed: (opcode: WebSocketOpcode, payload: ByteBuffer)?
 
-    init(maxMessageSize: Int) {
+    init(maxMessageSize: Int, deflate: Bool = false) {
         self.maxMessageSize = maxMessageSize
+        self.deflate = deflate
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.failed else { return }
         let masked = self.unwrapInboundIn(data)
-        if let violation = FrameViolation(masked) {
-            self.failed = true
-            context.fireErrorCaught(violation)
-            return
+        if let violation = FrameViolation(masked, deflate: self.deflate, inCompressedMessage: self.compressed != nil) {
+            return self.fail(violation, context: context)
         }
         // Unmasked once, here; NIO's aggregator and our handler take a frame without a key as is.
         var payload = masked.data
         payload.unmaskWebSocketPayload(masked.maskKey!)
+        if masked.rsv1 || (self.compressed != nil && masked.opcode == .continuation) {
+            return self.collectCompressed(masked, payload: payload, context: context)
+        }
         let frame = WebSocketFrame(fin: masked.fin, opcode: masked.opcode, data: payload)
         if !frame.fin || frame.opcode == .continuation, !self.hasAggregator {
             self.addAggregator(context: context)
@@ -43,15 +53,44 @@ final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
         if frame.opcode == .text || frame.opcode == .continuation, self.text != nil {
             let valid = payload.withUnsafeReadableBytes { self.text!.feed($0, isFinal: frame.fin) }
             guard valid else {
-                self.failed = true
-                context.fireErrorCaught(InvalidUTF8())
-                return
+                return self.fail(InvalidUTF8(), context: context)
             }
             if frame.fin {
                 self.text = nil
             }
         }
         context.fireChannelRead(self.wrapInboundOut(frame))
+    }
+
+    /// A frame of a compressed message: collected until the last one, then inflated and passed on.
+    private func collectCompressed(_ frame: WebSocketFrame, payload: ByteBuffer, context: ChannelHandlerContext) {
+        var message = self.compressed ?? (frame.opcode, ByteBuffer())
+        if frame.fin, message.payload.readableBytes == 0 {
+            message.payload = payload  // the common case, one frame: no copy
+        } else {
+            var payload = payload
+            message.payload.writeBuffer(&payload)
+        }
+        // What is compressed is smaller than what it inflates to: past the limit already, it is too large.
+        guard message.payload.readableBytes <= self.maxMessageSize else {
+            return self.fail(MessageDeflate.InflateFailure.tooLarge, context: context)
+        }
+        guard frame.fin else {
+            self.compressed = message
+            return
+        }
+        self.compressed = nil
+        do {
+            let inflated = try MessageDeflate.inflate(message.payload, limit: self.maxMessageSize)
+            context.fireChannelRead(self.wrapInboundOut(WebSocketFrame(fin: true, opcode: message.opcode, data: inflated)))
+        } catch {
+            self.fail(error, context: context)
+        }
+    }
+
+    private func fail(_ error: any Error, context: ChannelHandlerContext) {
+        self.failed = true
+        context.fireErrorCaught(error)
     }
 
     private func addAggregator(context: ChannelHandlerContext) {
@@ -77,11 +116,17 @@ struct InvalidUTF8: Error {}
 struct FrameViolation: Error, Equatable, CustomStringConvertible {
     let description: String
 
-    init?(_ frame: WebSocketFrame) {
-        if frame.rsv1 || frame.rsv2 || frame.rsv3 {
+    /// `deflate`: permessage-deflate was negotiated, so RSV1 may mark the first frame of a data
+    /// message as compressed (RFC 7692 §6), and only that frame.
+    init?(_ frame: WebSocketFrame, deflate: Bool = false, inCompressedMessage: Bool = false) {
+        if frame.rsv2 || frame.rsv3 || (frame.rsv1 && !deflate) {
             self.description = "reserved bits set without a negotiated extension"
+        } else if frame.rsv1, frame.opcode != .text && frame.opcode != .binary {
+            self.description = "RSV1 set on a frame that does not start a data message"
         } else if frame.maskKey == nil {
             self.description = "client frames must be masked"
+        } else if inCompressedMessage, frame.opcode == .text || frame.opcode == .binary {
+            self.description = "a new message began before the compressed one ended"
         } else {
             switch frame.opcode {
             case .continuation, .text, .binary, .connectionClose, .ping, .pong:

@@ -7,6 +7,7 @@ enum InboundFailure: Equatable {
     case frameTooLarge
     case rateLimited
     case invalidUTF8
+    case invalidCompressedData
     case unexpectedFrame
     case fragmentedControlFrame
     case longControlFrame
@@ -27,6 +28,8 @@ enum InboundFailure: Equatable {
             self = .protocolViolation(violation.description)
         case is InvalidUTF8:
             self = .invalidUTF8
+        case let inflation as MessageDeflate.InflateFailure:
+            self = inflation == .tooLarge ? .messageTooLarge(limit: maxMessageSize) : .invalidCompressedData
         case let aggregation as NIOWebSocketFrameAggregator.Error:
             switch aggregation {
             case .accumulatedFrameSizeIsTooLarge, .tooManyFragments: self = .messageTooLarge(limit: maxMessageSize)
@@ -52,6 +55,7 @@ enum InboundFailure: Equatable {
         case .frameTooLarge: CloseFrame(code: .messageTooLarge, reason: "frame larger than the endpoint's message limit")
         case .rateLimited: CloseFrame(code: .policyViolation, reason: "message rate limit exceeded")
         case .invalidUTF8: CloseFrame(code: .dataInconsistentWithMessage, reason: "invalid UTF-8 in a text message")
+        case .invalidCompressedData: CloseFrame(code: .dataInconsistentWithMessage, reason: "invalid compressed data")
         case .unexpectedFrame: CloseFrame(code: .protocolError, reason: "unexpected frame")
         case .fragmentedControlFrame: CloseFrame(code: .protocolError, reason: "fragmented control frame")
         case .longControlFrame: CloseFrame(code: .protocolError, reason: "control frame longer than 125 bytes")

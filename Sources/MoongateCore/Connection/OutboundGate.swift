@@ -23,10 +23,17 @@ final class OutboundGate {
     /// Bytes written and not flushed yet.
     private(set) var unflushedBytes = 0
     private var closeTimeoutTask: Scheduled<Void>?
+    /// permessage-deflate: every data message goes compressed. The RFC would allow small ones
+    /// plain, but clients that negotiated it (Autobahn's suite among them) expect them compressed.
+    private let deflate: DeflateParameters?
+    /// Whether a broadcast's shared compressed frame (made with the largest window) suits this client.
+    let takesCompressedBroadcasts: Bool
 
-    init(channel: any Channel, joining: Bool = true) {
+    init(channel: any Channel, joining: Bool = true, deflate: DeflateParameters? = nil) {
         self.channel = channel
         self.machine = ConnectionStateMachine(joining: joining)
+        self.deflate = deflate
+        self.takesCompressedBroadcasts = deflate?.serverMaxWindowBits == 15
     }
 
     /// Where to write from now on: `frames` for frames, `encoded` for serialised frames.
@@ -44,9 +51,18 @@ final class OutboundGate {
             promise?.fail(ChannelError.outputClosed)
             return false
         }
-        self.writeFrame(frame, promise: promise)
-        self.wrote(frame.length)
+        let sent = self.compressedIfNegotiated(frame)
+        self.writeFrame(sent, promise: promise)
+        self.wrote(sent.length)
         return true
+    }
+
+    /// `frame` as this client gets it: compressed (RSV1 set) when it negotiated permessage-deflate.
+    private func compressedIfNegotiated(_ frame: WebSocketFrame) -> WebSocketFrame {
+        guard let deflate = self.deflate, frame.fin, frame.opcode == .text || frame.opcode == .binary,
+            let compressed = MessageDeflate.compress(frame.data, windowBits: deflate.serverMaxWindowBits)
+        else { return frame }
+        return WebSocketFrame(fin: true, rsv1: true, opcode: frame.opcode, data: compressed)
     }
 
     /// Writes a complete serialised frame (a broadcast's shared bytes) unless a close frame has gone out.
@@ -59,8 +75,10 @@ final class OutboundGate {
     }
 
     /// A broadcast: written now when open, held while joining, dropped once closing. Returns
-    /// whether the client gets it.
-    func deliver(broadcast frame: ByteBuffer, flushNow: Bool) -> Bool {
+    /// whether the client gets it. `compressed` is the same message compressed once for every
+    /// client that negotiated permessage-deflate.
+    func deliver(broadcast plain: ByteBuffer, compressed: ByteBuffer?, flushNow: Bool) -> Bool {
+        let frame = self.takesCompressedBroadcasts ? compressed ?? plain : plain
         // The common case, an open client, without a mutating call into the machine.
         let action: ConnectionStateMachine.BroadcastAction = self.machine.isOpen ? .write : self.machine.broadcastArrived(frame)
         switch action {

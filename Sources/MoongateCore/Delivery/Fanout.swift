@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// The clients of one endpoint, kept per I/O event loop so that a broadcast touches each loop
@@ -9,6 +10,11 @@ import NIOCore
 final class Fanout: Sendable {
     private let members: PerLoop<Members>
     let metrics: EndpointMetrics
+    /// Members on every loop that take a broadcast's shared compressed frame: while there are
+    /// none, a broadcast is not compressed at all.
+    private let compressedMembers = NIOLockedValueBox(0)
+
+    var wantsCompressedFrames: Bool { self.compressedMembers.withLockedValue { $0 > 0 } }
 
     init(loops: [any EventLoop], metrics: EndpointMetrics) {
         self.metrics = metrics
@@ -18,12 +24,18 @@ final class Fanout: Sendable {
     /// A new client. Must run on the connection's event loop.
     func add(_ connection: Connection) {
         let outbound = connection.onLoop.value.outbound
-        self.box(for: connection.channel.eventLoop)?.value.insert(connection, outbound: outbound)
+        guard self.box(for: connection.channel.eventLoop)?.value.insert(connection, outbound: outbound) == true else { return }
+        if outbound.takesCompressedBroadcasts {
+            self.compressedMembers.withLockedValue { $0 += 1 }
+        }
     }
 
     /// The client is gone or no longer to be fed. Must run on the connection's event loop.
     func remove(_ connection: Connection) {
-        self.box(for: connection.channel.eventLoop)?.value.remove(connection.id)
+        guard self.box(for: connection.channel.eventLoop)?.value.remove(connection.id) == true else { return }
+        if connection.onLoop.value.outbound.takesCompressedBroadcasts {
+            self.compressedMembers.withLockedValue { $0 -= 1 }
+        }
     }
 
     /// Offers `frame` (a complete serialised frame) to every member on `loop` whose path is
@@ -31,6 +43,7 @@ final class Fanout: Sendable {
     /// flushed at once; otherwise `pending` collects the gates that owe a flush. Must run on `loop`.
     func deliver(
         _ frame: ByteBuffer,
+        compressed: ByteBuffer?,
         on loop: any EventLoop,
         pathFilter: String?,
         flushEach: Bool,
@@ -41,21 +54,27 @@ final class Fanout: Sendable {
         var deliveries = 0
         if let pathFilter {
             for (connection, outbound) in zip(members.connections, members.gates) where connection.path == pathFilter {
-                deliveries += Self.offer(frame, to: outbound, flushNow: flushEach, pending: &pending)
+                deliveries += Self.offer(frame, compressed: compressed, to: outbound, flushNow: flushEach, pending: &pending)
             }
         } else {
             for outbound in members.gates {
-                deliveries += Self.offer(frame, to: outbound, flushNow: flushEach, pending: &pending)
+                deliveries += Self.offer(frame, compressed: compressed, to: outbound, flushNow: flushEach, pending: &pending)
             }
         }
         return deliveries
     }
 
-    private static func offer(_ frame: ByteBuffer, to outbound: OutboundGate, flushNow: Bool, pending: inout PendingFlushes) -> Int {
+    private static func offer(
+        _ frame: ByteBuffer,
+        compressed: ByteBuffer?,
+        to outbound: OutboundGate,
+        flushNow: Bool,
+        pending: inout PendingFlushes
+    ) -> Int {
         if !flushNow {
             pending.willWrite(to: outbound)
         }
-        return outbound.deliver(broadcast: frame, flushNow: flushNow) ? 1 : 0
+        return outbound.deliver(broadcast: frame, compressed: compressed, flushNow: flushNow) ? 1 : 0
     }
 
     private func box(for loop: any EventLoop) -> NIOLoopBoundBox<Members>? {
@@ -70,15 +89,20 @@ private struct Members {
     private(set) var connections: [Connection] = []
     private var positions: [UInt64: Int] = [:]
 
-    mutating func insert(_ connection: Connection, outbound: OutboundGate) {
-        guard self.positions[connection.id] == nil else { return }
+    /// False if it was a member already.
+    @discardableResult
+    mutating func insert(_ connection: Connection, outbound: OutboundGate) -> Bool {
+        guard self.positions[connection.id] == nil else { return false }
         self.positions[connection.id] = self.gates.count
         self.gates.append(outbound)
         self.connections.append(connection)
+        return true
     }
 
-    mutating func remove(_ id: UInt64) {
-        guard let position = self.positions.removeValue(forKey: id) else { return }
+    /// False if it was not a member.
+    @discardableResult
+    mutating func remove(_ id: UInt64) -> Bool {
+        guard let position = self.positions.removeValue(forKey: id) else { return false }
         let last = self.gates.count - 1
         if position != last {
             self.gates[position] = self.gates[last]
@@ -87,5 +111,6 @@ private struct Members {
         }
         self.gates.removeLast()
         self.connections.removeLast()
+        return true
     }
 }

@@ -10,8 +10,9 @@ struct OutboundBatch {
         /// Writes the initial message (if any), then the broadcasts that arrived while it was being
         /// computed, and from then on the client gets broadcasts as they come.
         case join(Connection, initial: WebSocketFrame?)
-        /// `frame` holds a complete serialised frame, written as it is to every member.
-        case broadcast(Fanout, frame: ByteBuffer, pathFilter: String?)
+        /// `frame` holds a complete serialised frame, written as it is to every member; members
+        /// that negotiated permessage-deflate get `frame.compressed` when there is one.
+        case broadcast(Fanout, frame: SerializedBroadcast, pathFilter: String?)
         case close(Connection, WebSocketErrorCode, reason: String)
         /// The script finished a batch of this client's events (see `ConnectionStateMachine.scriptWork`).
         case completed(Connection)
@@ -28,8 +29,21 @@ struct OutboundBatch {
     /// Frames `frame` once; every member of each target's fan-out (on its path filter, if any)
     /// gets those same bytes. An endpoint that keeps a history records a JSON object there instead
     /// (stamped with its seq), and its clients receive it through their history cursors.
-    func serialize(_ frame: WebSocketFrame) -> ByteBuffer {
-        self.serializer.serialize(frame)
+    func serialize(_ frame: WebSocketFrame, for fanouts: [Fanout]) -> SerializedBroadcast {
+        var serialized = SerializedBroadcast(plain: self.serializer.serialize(frame), compressed: nil)
+        if fanouts.contains(where: \.wantsCompressedFrames) {
+            serialized.compressed = self.compressed(frame)
+        }
+        return serialized
+    }
+
+    /// The message compressed once for every recipient that negotiated permessage-deflate, as a
+    /// serialised frame with RSV1 set.
+    private func compressed(_ frame: WebSocketFrame) -> ByteBuffer? {
+        guard let payload = MessageDeflate.compress(frame.data, windowBits: 15) else {
+            return nil
+        }
+        return self.serializer.serialize(WebSocketFrame(fin: true, rsv1: true, opcode: frame.opcode, data: payload))
     }
 
     /// Where the broadcasts that go into an endpoint's history are recorded: `sessions`, or
@@ -46,7 +60,7 @@ struct OutboundBatch {
         to targets: [(slot: EndpointSlot, pathFilter: String?)],
         histories: HistoryRecording
     ) -> Bool {
-        var serialized: ByteBuffer?
+        var serialized: SerializedBroadcast?
         for target in targets {
             target.slot.metrics.broadcasts.increment()
             if target.pathFilter == nil, let history = target.slot.history,
@@ -58,7 +72,7 @@ struct OutboundBatch {
                 continue
             }
             if serialized == nil {
-                serialized = self.serializer.serialize(frame)
+                serialized = self.serialize(frame, for: targets.map(\.slot.fanout))
             }
             self.append(.broadcast(target.slot.fanout, frame: serialized!, pathFilter: target.pathFilter))
         }
@@ -133,10 +147,17 @@ struct OutboundBatch {
             case .broadcast(let fanout, let frame, let pathFilter):
                 // When nothing after this in the batch writes, each recipient is flushed as it is
                 // written: its later flush would find nothing else to send.
-                let deliveries = fanout.deliver(frame, on: loop, pathFilter: pathFilter, flushEach: index == lastWrite, pending: &pending)
+                let deliveries = fanout.deliver(
+                    frame.plain,
+                    compressed: frame.compressed,
+                    on: loop,
+                    pathFilter: pathFilter,
+                    flushEach: index == lastWrite,
+                    pending: &pending
+                )
                 if deliveries > 0 {
                     fanout.metrics.deliveries.increment(by: deliveries)
-                    fanout.metrics.sent(messages: deliveries, bytes: deliveries * frame.readableBytes)
+                    fanout.metrics.sent(messages: deliveries, bytes: deliveries * frame.plain.readableBytes)
                 }
             case .close(let connection, let code, let reason):
                 connection.onLoop.value.outbound.close(CloseFrame(code: code, reason: reason))
@@ -146,6 +167,12 @@ struct OutboundBatch {
         }
         pending.flush()
     }
+}
+
+/// A broadcast framed once: as it is, and compressed for the recipients that take that.
+struct SerializedBroadcast: Sendable {
+    var plain: ByteBuffer
+    var compressed: ByteBuffer?
 }
 
 extension WebSocketFrame {

@@ -26,6 +26,8 @@ struct ChildPipeline: Sendable {
         var admitted: (route: (slot: EndpointSlot, params: [String: String]), binding: EndpointBinding)?
         /// The session the client follows, found (or in a cluster, loaded) before the 101.
         var session: Session?
+        /// permessage-deflate as agreed in the 101, if it was.
+        var deflate: DeflateParameters?
     }
 
     private var endpoints: EndpointTable { self.services.endpoints }
@@ -50,7 +52,9 @@ struct ChildPipeline: Sendable {
                 if RequestTarget(uri: head.uri).path == ConsoleFeedHandler.path {
                     return channel.eventLoop.makeSucceededFuture(self.admitConsoleViewer(head, channel: channel, role: role))
                 }
-                return self.admit(head, channel: channel, handshake: handshake)
+                return self.admit(head, channel: channel, handshake: handshake).map { headers in
+                    self.negotiateCompression(head, headers: headers, handshake: handshake)
+                }
             },
             upgradePipelineHandler: { channel, head in
                 handshake.value.timeout?.cancel()
@@ -64,7 +68,8 @@ struct ChildPipeline: Sendable {
                     route: admitted.route,
                     binding: admitted.binding,
                     session: handshake.value.session,
-                    auth: handshake.value.auth
+                    auth: handshake.value.auth,
+                    deflate: handshake.value.deflate
                 )
             }
         )
@@ -208,6 +213,18 @@ struct ChildPipeline: Sendable {
         }
     }
 
+    /// The 101's headers with `Sec-WebSocket-Extensions` added when the client offered
+    /// permessage-deflate in a form the host accepts, and neither the host nor the endpoint turned
+    /// compression off.
+    private func negotiateCompression(_ head: HTTPRequestHead, headers: HTTPHeaders?, handshake: NIOLoopBoundBox<Handshake>) -> HTTPHeaders? {
+        guard var headers, self.configuration.compression, handshake.value.admitted?.binding.spec.compression == true,
+            let agreed = DeflateParameters.negotiate(offers: head.headers[canonicalForm: "Sec-WebSocket-Extensions"].map(String.init))
+        else { return headers }
+        headers.add(name: "Sec-WebSocket-Extensions", value: agreed.responseHeader)
+        handshake.value.deflate = agreed
+        return headers
+    }
+
     /// Runs the endpoint's `authorize`, if it has one; the headers of the 101, or nil (refused).
     private func authorize(
         _ head: HTTPRequestHead,
@@ -250,7 +267,8 @@ struct ChildPipeline: Sendable {
         route: (slot: EndpointSlot, params: [String: String]),
         binding: EndpointBinding,
         session: Session?,
-        auth: String?
+        auth: String?,
+        deflate: DeflateParameters?
     ) -> EventLoopFuture<Void> {
         let target = RequestTarget(uri: head.uri)
         let connection = Connection(
@@ -262,7 +280,8 @@ struct ChildPipeline: Sendable {
             headers: head.headers,
             slot: route.slot,
             follows: session.map(FollowedLog.session) ?? route.slot.history.map(FollowedLog.endpointHistory),
-            auth: auth
+            auth: auth,
+            deflate: deflate
         )
         let declaredLimit = binding.spec.maxMessageSize
         let limit = declaredLimit ?? self.configuration.maxMessageSize
@@ -273,7 +292,7 @@ struct ChildPipeline: Sendable {
             let encoder = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
             connection.onLoop.value.outbound.attach(frames: nil, encoded: encoder)
             try channel.pipeline.syncOperations.addHandlers([
-                FrameValidator(maxMessageSize: limit),
+                FrameValidator(maxMessageSize: limit, deflate: deflate != nil),
                 WebSocketConnectionHandler(
                     connection: connection,
                     registry: self.connections,

@@ -5,14 +5,14 @@ import LuaBridge
 /// arguments), not through a JSON round trip.
 enum EndpointSchema {
     enum Kind: String {
-        case string, table, function, number, any
+        case string, table, function, number, boolean, any
     }
 
     static let fields: [String: Kind] = [
         "path": .string, "initial": .any, "watch": .table, "on": .table, "on_text": .function,
         "on_binary": .function, "on_open": .function, "on_close": .function, "keepalive": .table,
         "heartbeat": .table, "max_message_size": .number, "session": .table, "authorize": .function,
-        "origins": .table, "history": .table,
+        "origins": .table, "history": .table, "compression": .boolean,
     ]
     static let historyFields: Set<String> = ["size", "max_bytes", "max_age"]
     static let sessionFields: [String: Kind] = [
@@ -81,7 +81,8 @@ private struct DefinitionReader {
             history: history,
             authorize: has("authorize"),
             origins: origins,
-            watchLeader: watch?.leader ?? false
+            watchLeader: watch?.leader ?? false,
+            compression: self.lua.withField("compression", ofTableAt: self.table) { self.lua.type(at: -1) == .nil || self.lua.bool(at: -1) }
         )
     }
 

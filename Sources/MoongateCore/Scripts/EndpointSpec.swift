@@ -28,6 +28,8 @@ public struct EndpointSpec: Sendable, Equatable {
     public var origins: [String]?
     /// In a cluster, one host polls (`watch = { leader = true }`) and relays what changes.
     public var watchLeader: Bool = false
+    /// Whether clients may negotiate permessage-deflate (`compression = false` turns it off).
+    public var compression: Bool = true
 
     /// One line for `moongate check`.
     public var summary: String {
@@ -42,6 +44,7 @@ public struct EndpointSpec: Sendable, Equatable {
         if let history = self.history { parts.append("history \(history.history)") }
         if self.authorize { parts.append("authorize") }
         if let origins = self.origins { parts.append("origins: " + (origins.isEmpty ? "none" : origins.joined(separator: " "))) }
+        if !self.compression { parts.append("compression off") }
         parts.append(
             self.pingEvery > 0
                 ? "ping every \(self.pingEvery.formattedSeconds), timeout \(self.pingTimeout.formattedSeconds)"

@@ -113,7 +113,7 @@ extension ScriptContext {
         } finished: { [unowned self] in
             if let value = self.lua.string(at: -1) {
                 // Heartbeats are not part of an endpoint's history.
-                self.batch.append(.broadcast(slot.fanout, frame: self.batch.serialize(.text(value)), pathFilter: nil))
+                self.batch.append(.broadcast(slot.fanout, frame: self.batch.serialize(.text(value), for: [slot.fanout]), pathFilter: nil))
             }
             self.lua.pop()
         }

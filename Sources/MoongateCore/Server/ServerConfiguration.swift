@@ -41,6 +41,8 @@ public struct ServerConfiguration: Sendable {
     public var console: Bool
     /// Sessions shared with other hosts through PostgreSQL (`--cluster`); nil: this host alone.
     public var cluster: ClusterConfiguration?
+    /// permessage-deflate for clients that offer it (`--compression off` turns it off host-wide).
+    public var compression = true
 
     var tlsFiles: TLSFiles? {
         guard let certificate = self.tlsCertificatePath, let key = self.tlsKeyPath else { return nil }
