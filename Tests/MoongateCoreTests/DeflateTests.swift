@@ -57,6 +57,24 @@ final class DeflateTests: XCTestCase {
         XCTAssertEqual(try MessageDeflate.inflate(compressed, limit: message.readableBytes), message)
     }
 
+    func testASessionEventIsCompressedOnceForAllItsReaders() throws {
+        let session = Session(id: "s", settings: SessionSettings())
+        for n in 1...3 {
+            _ = try session.append(object: ByteBuffer(string: #"{"type":"step","n":\#(n),"pad":"\#(String(repeating: "x", count: 200))"}"#), type: "step").get()
+        }
+        let events = session.events(after: 0).events[...]
+        let first = session.compressedFrames(events)
+        let second = session.compressedFrames(events)
+        XCTAssertEqual(first.map(\.rsv1), [true, true, true])
+        for (made, shared) in zip(first, second) {
+            // The second reader gets the very buffer the first one made, not a compression of its own.
+            let madeBase = made.data.withUnsafeReadableBytes { $0.baseAddress }
+            let sharedBase = shared.data.withUnsafeReadableBytes { $0.baseAddress }
+            XCTAssertEqual(madeBase, sharedBase)
+        }
+        XCTAssertEqual(try MessageDeflate.inflate(first[1].data, limit: 1 << 20), events[events.startIndex + 1].text)
+    }
+
     // MARK: The frame validator
 
     private final class Collector: ChannelInboundHandler {

@@ -33,6 +33,8 @@ endpoint {
 }
 
 endpoint { path = "/plain", compression = false, on_text = function(conn, text) return text end }
+
+endpoint { path = "/jobs/:job", session = { param = "job", history = 100, resume_wait = 0.2 } }
 """
 
 OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
@@ -181,6 +183,30 @@ def test_a_client_asking_for_a_small_window_gets_frames_that_fit_it(host):
         raw.close()
     assert rsv == 4
     assert zlib.decompressobj(-9).decompress(payload + b"\x00\x00\xff\xff") == message
+
+
+def test_session_events_and_their_replay_arrive_compressed(host):
+    """Events POSTed into a session reach two compressed clients replaying from seq 0 as
+    compressed frames (RSV1), the same bytes for both, each inflating to the event."""
+    import urllib.request
+
+    events = [{"type": "step", "n": n, "log": "building the thing " * 20} for n in range(1, 6)]
+    request = urllib.request.Request(host.http_url("/sessions/build-7/events"), data=json.dumps(events).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["seqs"] == [1, 2, 3, 4, 5]
+    received = []
+    for _ in range(2):
+        raw, _ = raw_client(host, "/jobs/build-7?last_seq=0")
+        try:
+            frames = [raw.read_frame() for _ in range(6)]  # ready, then the five events
+        finally:
+            raw.close()
+        assert json.loads(inflate(frames[0][3]) if frames[0][1] == 4 else frames[0][3])["type"] == "ready"
+        assert all(rsv == 4 for _, rsv, _, _ in frames[1:])
+        received.append([payload for _, _, _, payload in frames[1:]])
+    assert received[0] == received[1]
+    replayed = [json.loads(inflate(payload)) for payload in received[0]]
+    assert [event["n"] for event in replayed] == [1, 2, 3, 4, 5] and [event["seq"] for event in replayed] == [1, 2, 3, 4, 5]
 
 
 def test_close_frames_and_pings_are_never_compressed(host):

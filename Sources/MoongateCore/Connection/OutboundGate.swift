@@ -57,9 +57,10 @@ final class OutboundGate {
         return true
     }
 
-    /// `frame` as this client gets it: compressed (RSV1 set) when it negotiated permessage-deflate.
+    /// `frame` as this client gets it: compressed (RSV1 set) when it negotiated permessage-deflate
+    /// (unless it already is: a session event compressed once for all its readers).
     private func compressedIfNegotiated(_ frame: WebSocketFrame) -> WebSocketFrame {
-        guard let deflate = self.deflate, frame.fin, frame.opcode == .text || frame.opcode == .binary,
+        guard let deflate = self.deflate, !frame.rsv1, frame.fin, frame.opcode == .text || frame.opcode == .binary,
             let compressed = MessageDeflate.compress(frame.data, windowBits: deflate.serverMaxWindowBits)
         else { return frame }
         return WebSocketFrame(fin: true, rsv1: true, opcode: frame.opcode, data: compressed)

@@ -1,6 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOWebSocket
 
 /// One event of a session: its JSON text, with the host's `"seq"` as its first field.
 struct SessionEvent: Sendable {
@@ -58,6 +59,9 @@ final class Session: Sendable {
         var wokenAt: NIODeadline?
         /// In a cluster: an endpoint's history, kept while the endpoint is served.
         var pinned = false
+        /// Held events' payloads compressed for permessage-deflate, by seq: made once, on the
+        /// first delivery to a client that takes compressed frames, and shared by the rest.
+        var compressed: [UInt64: ByteBuffer] = [:]
 
         /// Holds `event`, the newest: every way an event comes in (append, journal, pull) ends here.
         mutating func push(_ event: SessionEvent) {
@@ -149,6 +153,30 @@ final class Session: Sendable {
             self.evict(&state, now: now)
             return .success(Appended(seq: seq, subscribers: Array(state.subscribers.values), journaled: journaled))
         }
+    }
+
+    /// `events` as frames for clients that negotiated permessage-deflate: each compressed once for
+    /// all of them (the first to need one compresses it, outside the lock), RSV1 set.
+    func compressedFrames(_ events: ArraySlice<SessionEvent>) -> [WebSocketFrame] {
+        let known = self.state.withLockedValue { state in events.map { state.compressed[$0.seq] } }
+        var made: [(UInt64, ByteBuffer)] = []
+        let frames = zip(events, known).map { event, payload -> WebSocketFrame in
+            if let payload {
+                return WebSocketFrame(fin: true, rsv1: true, opcode: .text, data: payload)
+            }
+            guard let compressed = MessageDeflate.compress(event.text, windowBits: 15) else { return .text(event.text) }
+            made.append((event.seq, compressed))
+            return WebSocketFrame(fin: true, rsv1: true, opcode: .text, data: compressed)
+        }
+        if !made.isEmpty {
+            self.state.withLockedValue { state in
+                let firstHeld = state.events.first?.seq ?? .max
+                for (seq, payload) in made where seq >= firstHeld {
+                    state.compressed[seq] = payload
+                }
+            }
+        }
+        return frames
     }
 
     /// Events after `seq`, and whether some events right after it are no longer held (a gap).
@@ -327,6 +355,7 @@ final class Session: Sendable {
         {
             state.bytes -= first.text.readableBytes
             evictedThrough = state.events.removeFirst().seq
+            state.compressed[first.seq] = nil
         }
         if let evictedThrough {
             self.journal?.recordEviction(session: self.id, through: evictedThrough)
