@@ -41,10 +41,22 @@ let package = Package(
             dependencies: ["CLua"],
             swiftSettings: strictSettings
         ),
+        // permessage-deflate (RFC 7692) for the host and its clients: negotiation, and whole
+        // messages compressed and inflated with compress-nio's zlib.
+        .target(
+            name: "WebSocketDeflate",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "MoongateCore",
             dependencies: [
                 "LuaBridge",
+                "WebSocketDeflate",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -62,7 +74,6 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
-                .product(name: "CompressNIO", package: "compress-nio"),
             ],
             // Real files for the editor and the linters, compiled into the binary: nothing to
             // ship beside it.
@@ -77,6 +88,7 @@ let package = Package(
         .target(
             name: "WebSocketClient",
             dependencies: [
+                "WebSocketDeflate",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -143,6 +155,7 @@ let package = Package(
             name: "MoongateCoreTests",
             dependencies: [
                 "MoongateCore",
+                "WebSocketDeflate",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

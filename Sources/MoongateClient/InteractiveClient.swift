@@ -67,7 +67,8 @@ public struct InteractiveClient: Sendable {
                     channel.write(Self.frame(line), promise: nil)
                 }
                 channel.flush()
-                printer.note("connected to ws://\(target.host):\(target.port)\(target.uri)")
+                let compressed = try await WebSocketDial.isCompressed(channel).get()
+                printer.note("connected to ws://\(target.host):\(target.port)\(target.uri)\(compressed ? " (permessage-deflate)" : "")")
             } catch {
                 printer.note("cannot connect: \(error)")
                 guard self.options.resume else { throw error }
@@ -169,7 +170,9 @@ final class ClientState: Sendable {
             items.append(URLQueryItem(name: "epoch", value: epoch))
         }
         components.queryItems = items
-        return (try? WebSocketTarget(url: components.string!, allowRemote: true)) ?? target
+        guard var resumed = try? WebSocketTarget(url: components.string!, allowRemote: true) else { return target }
+        resumed.compression = target.compression
+        return resumed
     }
 }
 
@@ -202,7 +205,12 @@ struct MessagePrinter: Sendable {
         FileHandle.standardError.write(Data("moongate client: \(text)\n".utf8))
     }
 
+    /// Whoever read our output has gone (`moongate client ... | head`): stop, as `cat` would.
     private static func write(_ text: String) {
-        FileHandle.standardOutput.write(Data(text.utf8))
+        do {
+            try FileHandle.standardOutput.write(contentsOf: Data(text.utf8))
+        } catch {
+            exit(0)
+        }
     }
 }

@@ -25,8 +25,14 @@ package enum WebSocketDial {
                         requestKey: Self.randomKey(),
                         maxFrameSize: 1 << 24,
                         automaticErrorHandling: true,
-                        upgradePipelineHandler: { channel, _ in
+                        upgradePipelineHandler: { channel, response in
                             channel.eventLoop.makeCompletedFuture {
+                                let agreed = response.headers[canonicalForm: "Sec-WebSocket-Extensions"].contains {
+                                    $0.lowercased().hasPrefix("permessage-deflate")
+                                }
+                                if target.compression, agreed {
+                                    try channel.pipeline.syncOperations.addHandler(ClientDeflateHandler())
+                                }
                                 try channel.pipeline.syncOperations.addHandler(handler.value)
                             }
                         }
@@ -57,6 +63,11 @@ package enum WebSocketDial {
         channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
     }
 
+    /// Whether the server agreed to permessage-deflate on this upgraded connection.
+    package static func isCompressed(_ channel: any Channel) -> EventLoopFuture<Bool> {
+        channel.pipeline.handler(type: ClientDeflateHandler.self).map { _ in true }.recover { _ in false }
+    }
+
     package static func randomKey() -> String {
         Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
     }
@@ -80,6 +91,9 @@ final class UpgradeRequest: ChannelInboundHandler, RemovableChannelHandler {
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: "\(self.target.host):\(self.target.port)")
         headers.add(name: "Content-Length", value: "0")
+        if self.target.compression {
+            headers.add(name: "Sec-WebSocket-Extensions", value: ClientDeflateHandler.offer)
+        }
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: self.target.uri, headers: headers)
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)

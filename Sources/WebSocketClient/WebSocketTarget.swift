@@ -7,6 +7,8 @@ public struct WebSocketTarget: Sendable {
     public let port: Int
     /// Path and query, e.g. `/bench` or `/ws/progress/x?last_seq=90`.
     public let uri: String
+    /// Offer permessage-deflate (and use it if the server agrees).
+    public var compression = false
 
     public init(url: String, allowRemote: Bool) throws {
         guard let components = URLComponents(string: url), components.scheme == "ws", let host = components.host else {

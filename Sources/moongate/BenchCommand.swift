@@ -44,11 +44,15 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Allow a target that is not on this machine.")
     var allowRemote = false
 
+    @Flag(name: .long, help: "Offer permessage-deflate on every connection (and use it if the server agrees).")
+    var compression = false
+
     func run() async throws {
         guard let mode = BenchOptions.Mode(rawValue: self.mode) else {
             throw ValidationError("mode must be one of: \(BenchOptions.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        let target = try WebSocketTarget(url: self.url, allowRemote: self.allowRemote)
+        var target = try WebSocketTarget(url: self.url, allowRemote: self.allowRemote)
+        target.compression = self.compression
         FileDescriptorLimit.raiseToMaximum()
         let options = BenchOptions(
             mode: mode, connections: self.connections, duration: self.duration, warmup: self.warmup,

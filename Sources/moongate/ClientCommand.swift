@@ -23,8 +23,12 @@ struct ClientCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "One message per line exactly as received (default when stdout is not a terminal).")
     var json = false
 
+    @Flag(name: .long, help: "Offer permessage-deflate (and use it if the server agrees).")
+    var compression = false
+
     func run() async throws {
-        let target = try WebSocketTarget(url: self.url, allowRemote: true)
+        var target = try WebSocketTarget(url: self.url, allowRemote: true)
+        target.compression = self.compression
         let options = InteractiveClient.Options(resume: self.resume, jsonLines: self.json, pretty: isatty(STDOUT_FILENO) != 0)
         try await InteractiveClient(target: target, options: options).run()
     }

@@ -3,6 +3,7 @@ import NIOEmbedded
 import NIOWebSocket
 import XCTest
 
+import WebSocketDeflate
 @testable import MoongateCore
 
 /// permessage-deflate without sockets: which offers are accepted and what the 101 says, whole

@@ -81,3 +81,24 @@ def test_resume_reconnects_and_replays_what_was_missed(tmp_path):
         assert "closed: 1012" in errors and "reconnecting" in errors
     finally:
         assert host.stop() == 0
+
+
+def test_compression_is_offered_agreed_and_inflated(tmp_path):
+    """--compression: the host agrees, the client says so, and large messages both ways (the
+    client's compressed, the host's compressed) arrive whole."""
+    (tmp_path / "s.lua").write_text(SCRIPT)
+    host = Host(tmp_path).start()
+    try:
+        client = ClientProcess("--json", "--compression", host.url("/ws/s/z?last_seq=0"))
+        client.send({"type": "note", "text": "compressible " * 500, "id": 1})
+        replies = client.until(lambda m: m.get("type") == "ack")
+        assert replies[-1] == {"type": "ack", "received": True, "id": 1}
+        code, errors = client.finish()
+        assert code == 0 and "(permessage-deflate)" in errors, errors
+
+        plain = ClientProcess("--json", host.url("/ws/s/z?last_seq=0"))
+        plain.until(lambda m: m.get("type") == "ready")
+        code, errors = plain.finish()
+        assert code == 0 and "permessage-deflate" not in errors, errors
+    finally:
+        assert host.stop() == 0

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
+import WebSocketDeflate
 
 /// One upgraded WebSocket client. Immutable: what changes over its life lives in its loop state
 /// (on its I/O loop) or in the script state (on the script's loop).

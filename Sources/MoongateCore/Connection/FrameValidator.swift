@@ -1,5 +1,6 @@
 import NIOCore
 import NIOWebSocket
+import WebSocketDeflate
 
 /// Unmasks client frames and rejects frames that RFC 6455 forbids before fragments are joined:
 /// reserved bits without a negotiated extension, unmasked client frames, reserved opcodes

@@ -1,4 +1,5 @@
 import NIOWebSocket
+import WebSocketDeflate
 
 /// Why a connection is closed because of what its peer sent, and the close frame that says so.
 enum InboundFailure: Equatable {

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOWebSocket
+import WebSocketDeflate
 
 /// A connection's one way out, on its I/O loop. Every frame the host sends a client passes here
 /// (replies, `conn:send`, broadcasts, session and history deliveries, pings and pongs, the

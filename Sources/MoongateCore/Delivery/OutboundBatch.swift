@@ -1,5 +1,6 @@
 import NIOCore
 import NIOWebSocket
+import WebSocketDeflate
 
 /// Frames a script produced during one task on its loop, delivered when the task ends with one hop
 /// per I/O event loop and one flush per touched connection. Per loop, operations keep their order,

@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 import NIOWebSocket
+import WebSocketDeflate
 
 /// Builds each accepted connection's pipeline: HTTP/1 with the WebSocket upgrader, the handshake
 /// gate (limits, origin, the endpoint's `authorize` hook), and after the upgrade the WebSocket

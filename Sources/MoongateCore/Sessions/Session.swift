@@ -2,6 +2,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOWebSocket
+import WebSocketDeflate
 
 /// One event of a session: its JSON text, with the host's `"seq"` as its first field.
 struct SessionEvent: Sendable {

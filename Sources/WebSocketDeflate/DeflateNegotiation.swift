@@ -4,12 +4,16 @@ import Foundation
 /// `server_no_context_takeover` and `client_no_context_takeover`: every message is compressed on
 /// its own, in both directions, so one compressed broadcast serves every recipient and no
 /// connection keeps a compressor or decompressor between messages.
-struct DeflateParameters: Sendable, Equatable {
+package struct DeflateParameters: Sendable, Equatable {
     /// The LZ77 window the host may use for what it sends (9...15 bits).
-    var serverMaxWindowBits: Int = 15
+    package var serverMaxWindowBits: Int = 15
+
+    package init(serverMaxWindowBits: Int = 15) {
+        self.serverMaxWindowBits = serverMaxWindowBits
+    }
 
     /// The value of `Sec-WebSocket-Extensions` in the 101.
-    var responseHeader: String {
+    package var responseHeader: String {
         var header = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         if self.serverMaxWindowBits < 15 {
             header += "; server_max_window_bits=\(self.serverMaxWindowBits)"
@@ -21,7 +25,7 @@ struct DeflateParameters: Sendable, Equatable {
     /// (RFC 7692 §5: offers in the client's order of preference), or nil: then the connection
     /// goes uncompressed. An offer with an unknown or repeated parameter, or a value out of range,
     /// is declined, as the RFC asks; so is `server_max_window_bits=8`, which zlib cannot honour.
-    static func negotiate(offers headers: [String]) -> DeflateParameters? {
+    package static func negotiate(offers headers: [String]) -> DeflateParameters? {
         for offer in Self.offers(in: headers) where offer.name == "permessage-deflate" {
             if let accepted = Self.accept(offer.parameters) {
                 return accepted
@@ -60,7 +64,7 @@ struct DeflateParameters: Sendable, Equatable {
 
     /// RFC 6455 §9.1: `extension-list = 1#extension`, `extension = name *( ";" param )`,
     /// `param = name [ "=" (token | quoted-string) ]`.
-    static func offers(in headers: [String]) -> [(name: String, parameters: [(name: String, value: String?)])] {
+    package static func offers(in headers: [String]) -> [(name: String, parameters: [(name: String, value: String?)])] {
         headers.flatMap { $0.split(separator: ",") }.map { offer in
             let parts = offer.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
             let parameters = parts.dropFirst().map { part -> (name: String, value: String?) in

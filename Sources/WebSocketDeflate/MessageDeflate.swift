@@ -1,12 +1,12 @@
 import CompressNIO
-import NIOCore
+package import NIOCore
 import NIOPosix
 
 /// Compresses and inflates whole messages for permessage-deflate (RFC 7692 §7.2), each on its own:
 /// no context is carried from one message to the next, so the zlib streams are the calling
 /// thread's, reset after every message, and no connection holds one.
-enum MessageDeflate {
-    enum InflateFailure: Error, Equatable {
+package enum MessageDeflate {
+    package enum InflateFailure: Error, Equatable {
         /// The message inflates to more than the limit (a deflate bomb is stopped there).
         case tooLarge
         /// Not a raw DEFLATE stream.
@@ -15,7 +15,7 @@ enum MessageDeflate {
 
     /// The compressed payload of a message (the trailing `00 00 ff ff` removed), or nil if zlib
     /// could not compress it (then it goes uncompressed).
-    static func compress(_ payload: ByteBuffer, windowBits: Int) -> ByteBuffer? {
+    package static func compress(_ payload: ByteBuffer, windowBits: Int) -> ByteBuffer? {
         guard let compressor = self.streams.compressor(windowBits: windowBits) else { return nil }
         defer { try? compressor.reset() }
         var input = payload
@@ -27,7 +27,7 @@ enum MessageDeflate {
     }
 
     /// The message a compressed payload carries, at most `limit` bytes.
-    static func inflate(_ payload: ByteBuffer, limit: Int) throws(InflateFailure) -> ByteBuffer {
+    package static func inflate(_ payload: ByteBuffer, limit: Int) throws(InflateFailure) -> ByteBuffer {
         guard payload.readableBytes > 0 else { return ByteBuffer() }
         guard let decompressor = self.streams.decompressor else { throw .invalid }
         defer { try? decompressor.reset() }
