@@ -14,7 +14,7 @@ enum BenchRole {
     /// Counts broadcasts and their latency from the `ts` they carry.
     case listener
     /// Sends a broadcast, waits for its own copy, sends the next (one outstanding).
-    case sender(size: Int)
+    case sender(size: Int, snapshot: Bool)
     /// Waits for `expect` messages (a `ready` and a replay, say), then closes.
     case reconnect(expect: Int, done: EventLoopPromise<Void>)
 }
@@ -57,8 +57,8 @@ final class BenchConnectionHandler: ChannelInboundHandler {
         switch self.role {
         case .ack(let window):
             for _ in 0..<window { self.sendRequest(context: context) }
-        case .sender(let size):
-            self.padding = String(repeating: "x", count: max(0, size - 60))
+        case .sender(let size, let snapshot):
+            self.padding = snapshot ? BenchSnapshot.items(size: max(0, size - 60)) : #""pad":""# + String(repeating: "x", count: max(0, size - 60)) + #"""#
             self.sendBroadcast(context: context)
         case .idle, .listener, .reconnect:
             break
@@ -144,7 +144,7 @@ final class BenchConnectionHandler: ChannelInboundHandler {
     private func sendBroadcast(context: ChannelHandlerContext) {
         self.nextID += 1
         let ts = DispatchTime.now().uptimeNanoseconds
-        self.send(#"{"type":"broadcast","ts":\#(ts),"n":\#(self.nextID),"pad":"\#(self.padding)"}"#, context: context)
+        self.send(#"{"type":"broadcast","ts":\#(ts),"n":\#(self.nextID),\#(self.padding)}"#, context: context)
     }
 
     private func send(_ text: String, context: ChannelHandlerContext) {

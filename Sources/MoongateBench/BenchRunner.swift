@@ -20,6 +20,9 @@ public struct BenchOptions: Sendable {
     public var window: Int
     /// broadcast: message size in bytes.
     public var size: Int
+    /// broadcast: the message is a JSON snapshot of job records (compresses as real dashboards
+    /// do) instead of one long run of padding.
+    public var snapshot = false
     /// resume: messages a reconnect waits for (`ready` plus the replay).
     public var expect: Int
     /// Handshakes in flight at once while connecting.
@@ -108,7 +111,7 @@ public enum BenchRunner {
             try await Self.measure(stats, options)
         case .broadcast:
             channels = await Self.open(options.connections, target: target, role: { .listener }, stats: stats, group: group, options: options)
-            channels += await Self.open(1, target: target, role: { .sender(size: options.size) }, stats: stats, group: group, options: options)
+            channels += await Self.open(1, target: target, role: { .sender(size: options.size, snapshot: options.snapshot) }, stats: stats, group: group, options: options)
             try await Self.measure(stats, options)
         case .resume:
             seconds = try await Self.reconnectLoops(target: target, stats: stats, group: group, options: options)

@@ -26,6 +26,12 @@ package enum MessageDeflate {
         return output
     }
 
+    /// The most a message of `limit` bytes can take compressed: DEFLATE's stored blocks add five
+    /// bytes per 64 KiB, and a little framing.
+    package static func compressedLimit(_ limit: Int) -> Int {
+        limit + limit / 1024 + 64
+    }
+
     /// The message a compressed payload carries, at most `limit` bytes.
     package static func inflate(_ payload: ByteBuffer, limit: Int) throws(InflateFailure) -> ByteBuffer {
         guard payload.readableBytes > 0 else { return ByteBuffer() }
@@ -33,13 +39,18 @@ package enum MessageDeflate {
         defer { try? decompressor.reset() }
         var input = payload
         input.writeBytes([0x00, 0x00, 0xFF, 0xFF])
+        let inflated: ByteBuffer
         do {
-            return try input.decompressStream(with: decompressor, maxSize: max(limit, 1))
+            // One byte of room past the limit: compress-nio reports a buffer filled exactly as an
+            // overflow, and a message of exactly `limit` bytes is allowed.
+            inflated = try input.decompressStream(with: decompressor, maxSize: limit + 1)
         } catch let error as CompressNIOError where error == .bufferOverflow {
             throw .tooLarge
         } catch {
             throw .invalid
         }
+        guard inflated.readableBytes <= limit else { throw .tooLarge }
+        return inflated
     }
 
     private static let perThread = ThreadSpecificVariable<Streams>()

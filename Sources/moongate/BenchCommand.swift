@@ -47,6 +47,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Offer permessage-deflate on every connection (and use it if the server agrees).")
     var compression = false
 
+    @Flag(name: .long, help: "broadcast: send a JSON snapshot of job records of --size bytes instead of padding.")
+    var snapshot = false
+
     func run() async throws {
         guard let mode = BenchOptions.Mode(rawValue: self.mode) else {
             throw ValidationError("mode must be one of: \(BenchOptions.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -58,7 +61,9 @@ struct BenchCommand: AsyncParsableCommand {
             mode: mode, connections: self.connections, duration: self.duration, warmup: self.warmup,
             window: self.window, size: self.size, expect: self.expect, threads: self.threads
         )
-        let report = try await BenchRunner.run(url: self.url, target: target, options: options)
+        var configured = options
+        configured.snapshot = self.snapshot
+        let report = try await BenchRunner.run(url: self.url, target: target, options: configured)
         print(report.summary)
         print(report.json)
     }

@@ -85,6 +85,6 @@ struct ScriptOptions: ParsableArguments {
         } catch {
             throw ValidationError("\(error)")
         }
-        guard self.jwksRefresh > 0 else { throw ValidationError("--jwks-refresh must be a positive number of seconds") }
+        guard self.jwksRefresh > 0, self.jwksRefresh.isFinite else { throw ValidationError("--jwks-refresh must be a positive number of seconds") }
     }
 }

@@ -87,3 +87,42 @@ def test_a_handler_waiting_past_a_disconnect_still_reads_its_client(tmp_path):
     finally:
         backend.close()
         assert host.stop() == 0
+
+
+MODULE_SCRIPT = r"""
+endpoint {
+  path = "/m",
+  on = {
+    spin = function() require("spin") end,
+    fetch = function() local response, reason = http.get(server_url("/healthz")); return { type = "fetched", status = response and response.status, reason = reason } end,
+    load_at_top = function() local ok, err = pcall(require, "waits"); return { type = "loaded", ok = ok, err = tostring(err) } end,
+  },
+}
+"""
+
+
+def test_a_module_cut_short_or_waiting_at_load_leaves_later_calls_working(tmp_path):
+    """A module whose top level runs past the budget fails that message only: the next callback
+    can wait on I/O, and requiring the module again runs it again (not "a cycle"). A module whose
+    top level tries I/O gets a clear error and nothing is started."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "spin.lua").write_text("local n = 0\nwhile true do n = n + 1 end\n")
+    (tmp_path / "lib" / "waits.lua").write_text('return http.get(server_url("/healthz"))\n')
+    (tmp_path / "m.lua").write_text(MODULE_SCRIPT)
+    host = MoongateProcess(tmp_path, "--lua-budget", "1000000").start()
+    try:
+        async def scenario():
+            async with connect(host.url("/m")) as ws:
+                replies = []
+                for message in ({"type": "spin"}, {"type": "fetch"}, {"type": "spin"}, {"type": "load_at_top"}):
+                    await ws.send(json.dumps(message))
+                    replies.append(json.loads(await asyncio.wait_for(ws.recv(), 20)))
+                return replies
+
+        spun, fetched, spun_again, loaded = asyncio.run(scenario())
+    finally:
+        assert host.stop() == 0
+    assert spun == {"type": "error", "error": "handler ran too long"}
+    assert fetched == {"type": "fetched", "status": 200}
+    assert spun_again == {"type": "error", "error": "handler ran too long"}
+    assert loaded["ok"] is False and "a module cannot wait for I/O while it loads" in loaded["err"], loaded

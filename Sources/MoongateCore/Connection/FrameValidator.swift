@@ -72,8 +72,8 @@ final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
             var payload = payload
             message.payload.writeBuffer(&payload)
         }
-        // What is compressed is smaller than what it inflates to: past the limit already, it is too large.
-        guard message.payload.readableBytes <= self.maxMessageSize else {
+        // Compressed, a message is hardly ever larger than itself: far past the limit already, it is too large.
+        guard message.payload.readableBytes <= MessageDeflate.compressedLimit(self.maxMessageSize) else {
             return self.fail(MessageDeflate.InflateFailure.tooLarge, context: context)
         }
         guard frame.fin else {

@@ -270,7 +270,7 @@ enum HostFunctions {
             context.specs.indices.contains(index - 1) ? context.specs[index - 1].session : nil
         }
         let sessions = context.services.sessions
-        if let cluster = sessions.cluster, context.canWait {
+        if let cluster = sessions.cluster, context.canWait, !lua.bool(at: 4) {
             let type: String?
             switch SessionStore.eventType(of: event) {
             case .success(let found): type = found
@@ -312,11 +312,15 @@ enum HostFunctions {
             return fail(context, "session_status expects a session id")
         }
         let sessions = context.services.sessions
-        if let cluster = sessions.cluster, sessions.existing(id) == nil, context.canWait {
+        if let cluster = sessions.cluster, sessions.existing(id) == nil, context.canWait, !context.lua.bool(at: 2) {
             context.lua.pushNil()
             let started = self.startOperation(context, kind: "session", what: "session_status of \(id)", function: "session_status") {
-                let status = try? await sessions.lookup(id, on: cluster.loop).get()?.status
-                return OperationResult(values: [status.map { .text($0.json) } ?? .nil], outcome: status == nil ? "error" : "ok")
+                do {
+                    let status = try await sessions.lookup(id, on: cluster.loop).get()?.status
+                    return OperationResult(values: [status.map { .text($0.json) } ?? .nil], outcome: "ok")
+                } catch {
+                    return .failure("session_status: \(error as? SessionError ?? .unavailable("\(error)"))")
+                }
             }
             return started < 0 ? started : 2
         }

@@ -38,10 +38,15 @@ local modules_loading = 0  -- require()s under way: a module's top level may not
 
 local function wait(id, reason)
   if id == nil then return nil, reason end
-  if modules_loading > 0 then
-    error("a module cannot wait for I/O while it loads: call it from a function the module returns", 3)
-  end
   return resumed(current, raw_yield(WAIT, id))
+end
+
+-- Called by each I/O function before it asks the host for anything: a module's top level runs
+-- once, inside require, and may not wait (nothing is started that would then be abandoned).
+local function may_wait(what)
+  if modules_loading > 0 then
+    error(what .. ": a module cannot wait for I/O while it loads; call it from a function the module returns", 3)
+  end
 end
 
 -- A number of seconds an I/O call may be given: positive and finite.
@@ -303,7 +308,7 @@ function emit(session, event)
   if type(event) ~= "table" and type(event) ~= "string" then
     error("emit expects an event table or JSON object text, got " .. type(event), 2)
   end
-  local seq, pending = host.emit(tostring(session), encode(event, "event", 2), current)
+  local seq, pending = host.emit(tostring(session), encode(event, "event", 2), current, modules_loading > 0)
   if pending == nil then return seq end
   -- In a cluster the commit to PostgreSQL is waited for like any I/O call.
   local committed, reason = wait(pending)
@@ -314,8 +319,12 @@ end
 function close_session(session) host.close_session(tostring(session)) end
 
 function session_status(session)
-  local status, pending = host.session_status(tostring(session))
-  if pending ~= nil then status = wait(pending) end
+  local status, pending = host.session_status(tostring(session), modules_loading > 0)
+  if pending ~= nil then
+    local reason
+    status, reason = wait(pending)
+    if status == nil and reason ~= nil then error(reason, 2) end
+  end
   if status == nil then return nil end
   return decode_json(status)
 end
@@ -359,6 +368,7 @@ function http.request(options)
   end
   local timeout = options.timeout
   check_timeout(timeout, "http.request")
+  may_wait("http.request")
   local response, reason = wait(host.http_request(options.method or "GET", url, headers, body, timeout))
   if response == nil then return nil, reason end
   return response
@@ -395,6 +405,7 @@ jwt = {
     local audience, issuer = options.audience, options.issuer
     if audience ~= nil and type(audience) ~= "string" then error("jwt.verify: audience must be a string", 2) end
     if issuer ~= nil and type(issuer) ~= "string" then error("jwt.verify: issuer must be a string", 2) end
+    may_wait("jwt.verify")
     local claims, reason = wait(host.jwt_verify(token, audience, issuer))
     if claims == nil then return nil, reason end
     return decode_json(claims)
@@ -409,6 +420,7 @@ local function sql_call(kind)
   return function(database, statement, ...)
     if type(database) ~= "string" then error("sql." .. kind .. ": the database name must be a string, got " .. type(database), 2) end
     if type(statement) ~= "string" then error("sql." .. kind .. ": the SQL must be a string, got " .. type(statement), 2) end
+    may_wait("sql." .. kind)
     local result, reason = wait(host.sql(kind, database, statement, ...))
     if result == nil then return nil, reason end
     return result
@@ -433,6 +445,7 @@ function exec(program, args, options)
   local timeout, stdin = options.timeout, options.stdin
   check_timeout(timeout, "exec")
   if stdin ~= nil and type(stdin) ~= "string" then error("exec: stdin must be a string, got " .. type(stdin), 2) end
+  may_wait("exec")
   local result, reason = wait(host.exec(program, args, stdin, timeout))
   if result == nil then return nil, reason end
   return result
@@ -485,6 +498,26 @@ function require(name)
   if result == nil then result = true end
   modules[name] = result
   return result
+end
+
+-- Every callback starts with no require under way. None can be left over from another callback
+-- (a module may not wait), except one that a budget or memory error cut short: those are not
+-- caught by require's pcall, so its count would stay up and refuse every later wait, and the
+-- module would stay marked as loading.
+local function forget_cut_short_loads()
+  modules_loading = 0
+  for name, value in pairs(modules) do
+    if value == LOADING then modules[name] = nil end
+  end
+end
+
+for name, callback in pairs(dispatch) do
+  if name ~= "describe" then
+    dispatch[name] = function(...)
+      if modules_loading ~= 0 then forget_cut_short_loads() end
+      return callback(...)
+    end
+  end
 end
 
 return dispatch

@@ -217,6 +217,7 @@ final class Session: Sendable {
                 if event.seq != state.lastSeq + 1 {
                     // The log dropped events this copy never had: keep the rest contiguous.
                     state.events.removeAll()
+                    state.compressed.removeAll()
                     state.bytes = 0
                 }
                 let text = ByteBuffer(string: event.body)
@@ -225,6 +226,7 @@ final class Session: Sendable {
             }
             if pulled.lastSeq > state.lastSeq, pulled.events.isEmpty {
                 state.events.removeAll()
+                state.compressed.removeAll()
                 state.bytes = 0
                 state.lastSeq = pulled.lastSeq
             }

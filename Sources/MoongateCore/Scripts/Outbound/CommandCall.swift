@@ -18,6 +18,8 @@ struct CommandCall: Sendable {
     static let defaultTimeout: Double = 10
     /// Bytes of stdout, and of stderr, kept at most.
     static let maxOutput = 8 << 20
+    /// Variables of the host's environment a command does not get.
+    static let withheld: [Environment.Key] = ["MOONGATE_JWT_SECRET", "MOONGATE_SESSION_TOKEN", "MOONGATE_CLUSTER"]
 
     private struct TimedOut: Error {}
 
@@ -52,15 +54,21 @@ struct CommandCall: Sendable {
         let executable = Executable.path(FilePath(self.program))
         let arguments = Arguments(self.arguments)
         let directory = FilePath(self.directory)
+        // The host's secrets stay with the host.
+        let environment = Environment.inherit.updating(Dictionary(uniqueKeysWithValues: Self.withheld.map { ($0, nil) }))
+        // A session of its own, so a timeout or cancellation kills what it started too.
+        var options = PlatformOptions()
+        options.createSession = true
+        options.teardownSequence = [.send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .milliseconds(200))]
         let outcome =
             if let stdin = self.stdin {
                 try await Subprocess.run(
-                    executable, arguments: arguments, workingDirectory: directory,
+                    executable, arguments: arguments, environment: environment, workingDirectory: directory, platformOptions: options,
                     input: .array(stdin), output: .bytes(limit: Self.maxOutput), error: .bytes(limit: Self.maxOutput)
                 )
             } else {
                 try await Subprocess.run(
-                    executable, arguments: arguments, workingDirectory: directory,
+                    executable, arguments: arguments, environment: environment, workingDirectory: directory, platformOptions: options,
                     input: .none, output: .bytes(limit: Self.maxOutput), error: .bytes(limit: Self.maxOutput)
                 )
             }

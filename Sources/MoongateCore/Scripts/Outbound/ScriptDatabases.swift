@@ -59,6 +59,24 @@ protocol ScriptDatabase: Sendable {
 /// Why a statement failed, for the script: `nil, "db: message"`.
 struct SQLFailure: Error {
     let message: String
+
+    /// Rows beyond what one call may bring into the script's state.
+    static let tooLarge = SQLFailure(message: "the result is larger than \(ResultBudget.limit >> 20) MiB: select fewer rows or columns (LIMIT)")
+}
+
+/// What one `sql.query` may bring back: its rows, counted as they are read, up to 8 MiB (as an
+/// HTTP body), so a `SELECT *` of a large table fails instead of filling the host's memory.
+struct ResultBudget {
+    static let limit = 8 << 20
+    private var used = 0
+
+    mutating func take(_ value: LuaValue) -> Bool {
+        switch value {
+        case .string(let bytes): self.used += bytes.count + 16
+        default: self.used += 16
+        }
+        return self.used <= Self.limit
+    }
 }
 
 extension ScriptDatabase {

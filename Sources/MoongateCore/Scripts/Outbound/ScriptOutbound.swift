@@ -55,8 +55,13 @@ final class ScriptOutbound: Sendable {
     /// Opens the databases and loads the token keys: a failure stops the host with its reason.
     func open(loop: any EventLoop, logger: Logger) async throws {
         let databases = try await ScriptDatabases.open(self.policy.databases, loop: loop, logger: logger)
+        do {
+            try await self.tokens.start(refresh: self.policy.jwksRefresh)
+        } catch {
+            await databases.close()
+            throw error
+        }
         self.opened.withLockedValue { $0 = databases }
-        try await self.tokens.start(refresh: self.policy.jwksRefresh)
     }
 
     func listening(host: String, port: Int, tls: Bool) {

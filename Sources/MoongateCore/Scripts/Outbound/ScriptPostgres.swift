@@ -36,8 +36,15 @@ final class ScriptPostgres: ScriptDatabase {
     func query(_ sql: String, _ parameters: [LuaValue]) async -> OperationResult {
         do {
             let result = try await self.run(sql, parameters)
+            var budget = ResultBudget()
             let rows = try result.rows.map { row in
-                LuaValue.table(try row.map { cell in (cell.columnName, try Self.luaValue(cell)) })
+                LuaValue.table(
+                    try row.map { cell in
+                        let value = try Self.luaValue(cell)
+                        guard budget.take(value) else { throw SQLFailure.tooLarge }
+                        return (cell.columnName, value)
+                    }
+                )
             }
             return OperationResult(values: [.array(rows)], outcome: "ok")
         } catch let failure as SQLFailure {
@@ -89,14 +96,18 @@ final class ScriptPostgres: ScriptDatabase {
         do {
             switch cell.dataType {
             case .bool: return .boolean(try cell.decode(Bool.self))
-            case .int2, .int4, .int8, .oid: return .integer(try cell.decode(Int.self))
+            case .int2, .int4, .int8: return .integer(try cell.decode(Int.self))
+            case .oid where cell.format == .binary:
+                // postgres-nio reads no integer from an oid: its binary form is four bytes, big-endian.
+                guard let oid = bytes.readInteger(as: UInt32.self) else { throw SQLFailure(message: "a short oid") }
+                return .integer(Int(oid))
             case .float4, .float8: return .number(try cell.decode(Double.self))
             case .numeric:
                 let decimal = try cell.decode(Decimal.self)
                 return .number(NSDecimalNumber(decimal: decimal).doubleValue)
             case .uuid: return .text(try cell.decode(UUID.self).uuidString.lowercased())
             case .timestamp, .timestamptz, .date:
-                return .text(try cell.decode(Date.self).formatted(.iso8601))
+                return .text(try cell.decode(Date.self).formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
             case .bytea: return .string(Array(bytes.readableBytesView))
             case .jsonb:
                 // The binary form leads with a version byte.

@@ -57,14 +57,20 @@ final class ScriptSQLite: ScriptDatabase {
         } catch {
             return self.failure(error.message)
         }
-        let rows = NIOLockedValueBox<[LuaValue]>([])
+        let rows = NIOLockedValueBox<(rows: [LuaValue], budget: ResultBudget, overflowed: Bool)>(([], ResultBudget(), false))
         let done = self.connection.query(sql, binds, logger: self.connection.logger) { row in
-            let fields = row.columns.map { ($0.name, Self.luaValue($0.data)) }
-            rows.withLockedValue { $0.append(.table(fields)) }
+            rows.withLockedValue { result in
+                guard !result.overflowed else { return }
+                let fields = row.columns.map { ($0.name, Self.luaValue($0.data)) }
+                result.overflowed = !fields.allSatisfy { result.budget.take($0.1) }
+                if !result.overflowed { result.rows.append(.table(fields)) }
+            }
         }
         do {
             try await done.get()
-            return OperationResult(values: [.array(rows.withLockedValue { $0 })], outcome: "ok")
+            let (collected, _, overflowed) = rows.withLockedValue { $0 }
+            if overflowed { return self.failure(SQLFailure.tooLarge.message) }
+            return OperationResult(values: [.array(collected)], outcome: "ok")
         } catch {
             return self.failure(self.explain(error))
         }
