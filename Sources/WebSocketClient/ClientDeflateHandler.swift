@@ -15,25 +15,18 @@ final class ClientDeflateHandler: ChannelDuplexHandler {
     static let offer = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
     static let maxMessageSize = 1 << 24
 
-    private var compressed: (opcode: WebSocketOpcode, payload: ByteBuffer)?
+    private var compressed = CompressedMessage(limit: ClientDeflateHandler.maxMessageSize)
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = self.unwrapInboundIn(data)
-        guard frame.rsv1 || (self.compressed != nil && frame.opcode == .continuation) else {
+        guard frame.rsv1 || (self.compressed.isOpen && frame.opcode == .continuation) else {
             context.fireChannelRead(data)
             return
         }
-        var message = self.compressed ?? (frame.opcode, ByteBuffer())
-        var payload = frame.unmaskedData
-        message.payload.writeBuffer(&payload)
-        guard frame.fin else {
-            self.compressed = message
-            return
-        }
-        self.compressed = nil
         do {
-            let inflated = try MessageDeflate.inflate(message.payload, limit: Self.maxMessageSize)
-            context.fireChannelRead(self.wrapInboundOut(WebSocketFrame(fin: true, opcode: message.opcode, data: inflated)))
+            if let message = try self.compressed.add(frame.unmaskedData, opcode: frame.opcode, fin: frame.fin) {
+                context.fireChannelRead(self.wrapInboundOut(message))
+            }
         } catch {
             context.fireErrorCaught(error)
         }

@@ -24,25 +24,33 @@ final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
     private var failed = false
     /// While a fragmented text message is open: its UTF-8 state between fragments.
     private var text: StreamingUTF8Validator?
-    /// While a compressed message's fragments arrive: its opcode and its compressed bytes.
-    private var compressed: (opcode: WebSocketOpcode, payload: ByteBuffer)?
+    /// The compressed message whose fragments are arriving, if any.
+    private var compressed: CompressedMessage
 
     init(maxMessageSize: Int, deflate: Bool = false) {
         self.maxMessageSize = maxMessageSize
         self.deflate = deflate
+        self.compressed = CompressedMessage(limit: maxMessageSize)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.failed else { return }
         let masked = self.unwrapInboundIn(data)
-        if let violation = FrameViolation(masked, deflate: self.deflate, inCompressedMessage: self.compressed != nil) {
+        if let violation = FrameViolation(masked, deflate: self.deflate, inCompressedMessage: self.compressed.isOpen) {
             return self.fail(violation, context: context)
         }
         // Unmasked once, here; NIO's aggregator and our handler take a frame without a key as is.
         var payload = masked.data
         payload.unmaskWebSocketPayload(masked.maskKey!)
-        if masked.rsv1 || (self.compressed != nil && masked.opcode == .continuation) {
-            return self.collectCompressed(masked, payload: payload, context: context)
+        if masked.rsv1 || (self.compressed.isOpen && masked.opcode == .continuation) {
+            do {
+                if let message = try self.compressed.add(payload, opcode: masked.opcode, fin: masked.fin) {
+                    context.fireChannelRead(self.wrapInboundOut(message))
+                }
+            } catch {
+                self.fail(error, context: context)
+            }
+            return
         }
         let frame = WebSocketFrame(fin: masked.fin, opcode: masked.opcode, data: payload)
         if !frame.fin || frame.opcode == .continuation, !self.hasAggregator {
@@ -61,32 +69,6 @@ final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         context.fireChannelRead(self.wrapInboundOut(frame))
-    }
-
-    /// A frame of a compressed message: collected until the last one, then inflated and passed on.
-    private func collectCompressed(_ frame: WebSocketFrame, payload: ByteBuffer, context: ChannelHandlerContext) {
-        var message = self.compressed ?? (frame.opcode, ByteBuffer())
-        if frame.fin, message.payload.readableBytes == 0 {
-            message.payload = payload  // the common case, one frame: no copy
-        } else {
-            var payload = payload
-            message.payload.writeBuffer(&payload)
-        }
-        // Compressed, a message is hardly ever larger than itself: far past the limit already, it is too large.
-        guard message.payload.readableBytes <= MessageDeflate.compressedLimit(self.maxMessageSize) else {
-            return self.fail(MessageDeflate.InflateFailure.tooLarge, context: context)
-        }
-        guard frame.fin else {
-            self.compressed = message
-            return
-        }
-        self.compressed = nil
-        do {
-            let inflated = try MessageDeflate.inflate(message.payload, limit: self.maxMessageSize)
-            context.fireChannelRead(self.wrapInboundOut(WebSocketFrame(fin: true, opcode: message.opcode, data: inflated)))
-        } catch {
-            self.fail(error, context: context)
-        }
     }
 
     private func fail(_ error: any Error, context: ChannelHandlerContext) {
