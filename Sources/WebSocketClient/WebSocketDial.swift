@@ -92,7 +92,8 @@ final class UpgradeRequest: ChannelInboundHandler, RemovableChannelHandler {
         headers.add(name: "Host", value: "\(self.target.host):\(self.target.port)")
         headers.add(name: "Content-Length", value: "0")
         if self.target.compression {
-            headers.add(name: "Sec-WebSocket-Extensions", value: ClientDeflateHandler.offer)
+            let window = self.target.serverWindowBits.map { "; server_max_window_bits=\($0)" } ?? ""
+            headers.add(name: "Sec-WebSocket-Extensions", value: ClientDeflateHandler.offer + window)
         }
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: self.target.uri, headers: headers)
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)

@@ -9,6 +9,8 @@ public struct WebSocketTarget: Sendable {
     public let uri: String
     /// Offer permessage-deflate (and use it if the server agrees).
     public var compression = false
+    /// With `compression`, ask the server to compress with this smaller window (9-14 bits).
+    public var serverWindowBits: Int?
 
     public init(url: String, allowRemote: Bool) throws {
         guard let components = URLComponents(string: url), components.scheme == "ws", let host = components.host else {

@@ -50,12 +50,22 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "broadcast: send a JSON snapshot of job records of --size bytes instead of padding.")
     var snapshot = false
 
+    @Option(name: .long, help: "With --compression, ask the server for this smaller window (9-14): it then compresses for each client alone.")
+    var serverWindowBits: Int?
+
+    func validate() throws {
+        if let bits = self.serverWindowBits, !(9...14).contains(bits) || !self.compression {
+            throw ValidationError("--server-window-bits takes 9 to 14, with --compression")
+        }
+    }
+
     func run() async throws {
         guard let mode = BenchOptions.Mode(rawValue: self.mode) else {
             throw ValidationError("mode must be one of: \(BenchOptions.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         var target = try WebSocketTarget(url: self.url, allowRemote: self.allowRemote)
         target.compression = self.compression
+        target.serverWindowBits = self.serverWindowBits
         FileDescriptorLimit.raiseToMaximum()
         let options = BenchOptions(
             mode: mode, connections: self.connections, duration: self.duration, warmup: self.warmup,

@@ -1,6 +1,6 @@
 """Broadcasts with and without permessage-deflate, alternated: a release `moongate serve` on the
-bench script (CPU 0) and `moongate bench broadcast --snapshot` (CPU 1) with and without
-`--compression`. Each round reports deliveries/s, the server's CPU microseconds per delivery and
+bench script (CPU 0) and `moongate bench broadcast --snapshot` (CPU 1) without compression, with
+it, and with a 12-bit window that makes the host compress for each client alone. Each round reports deliveries/s, the server's CPU microseconds per delivery and
 the bytes it wrote per delivery (from /proc, inside the measured window), then idle memory per
 connection with and without compression.
 
@@ -69,13 +69,15 @@ class Server:
         self.process.wait(timeout=20)
 
 
-def broadcast_round(binary, scripts, compression, listeners, size, seconds=12, warmup=2):
+def broadcast_round(binary, scripts, compression, listeners, size, seconds=12, warmup=2, window=None):
     server = Server(binary, scripts)
     try:
         arguments = ["taskset", "-c", "1", binary, "bench", "broadcast", f"ws://127.0.0.1:{server.port}/bench",
                      "-c", str(listeners), "-d", str(seconds), "--warmup", str(warmup), "--size", str(size), "--snapshot"]
         if compression:
             arguments.append("--compression")
+        if window:
+            arguments += ["--server-window-bits", str(window)]
         bench = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         # Past connecting and the warm-up, sample the server across the middle of the window.
         time.sleep(warmup + 4)
@@ -86,7 +88,7 @@ def broadcast_round(binary, scripts, compression, listeners, size, seconds=12, w
         report = json.loads(output.strip().splitlines()[-1])
         deliveries = report["rate"] * (t1 - t0)
         return {
-            "compression": compression,
+            "compression": compression if not window else f"window {window}",
             "deliveries_per_s": round(report["rate"]),
             "server_cpu_us_per_delivery": round((cpu1 - cpu0) * 1e6 / deliveries, 2),
             "cpu_share": round((cpu1 - cpu0) / (t1 - t0), 2),
@@ -128,6 +130,8 @@ def main():
         for _ in range(options.rounds):
             for compression in (False, True):
                 print(json.dumps(broadcast_round(options.binary, scripts, compression, options.listeners, options.size)), flush=True)
+            # A window smaller than 15 bits: every message compressed for each client alone.
+            print(json.dumps(broadcast_round(options.binary, scripts, True, options.listeners, options.size, window=12)), flush=True)
         for compression in (False, True):
             print(json.dumps(idle_round(options.binary, scripts, compression)), flush=True)
     finally:
