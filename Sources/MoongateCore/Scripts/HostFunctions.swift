@@ -276,8 +276,7 @@ enum HostFunctions {
             case .success(let found): type = found
             case .failure(let error): return fail(context, "emit: \(error)")
             }
-            lua.pushNil()
-            let started = self.startOperation(context, kind: "emit", what: "emit into \(id)", function: "emit") {
+            return self.waitInstead(context, kind: "emit", what: "emit into \(id)", function: "emit") {
                 do {
                     let committed = try await sessions.commit(into: id, object: event, type: type, settings: settings, cluster: cluster, on: cluster.loop).get()
                     return OperationResult(values: [.integer(Int(committed.seq))], outcome: "ok")
@@ -285,7 +284,6 @@ enum HostFunctions {
                     return .failure("emit: \(error as? SessionError ?? .unavailable("\(error)"))")
                 }
             }
-            return started < 0 ? started : 2
         }
         switch sessions.emit(into: id, object: event, settings: settings) {
         case .success(let seq):
@@ -313,8 +311,7 @@ enum HostFunctions {
         }
         let sessions = context.services.sessions
         if let cluster = sessions.cluster, sessions.existing(id) == nil, context.canWait, !context.lua.bool(at: 2) {
-            context.lua.pushNil()
-            let started = self.startOperation(context, kind: "session", what: "session_status of \(id)", function: "session_status") {
+            return self.waitInstead(context, kind: "session", what: "session_status of \(id)", function: "session_status") {
                 do {
                     let status = try await sessions.lookup(id, on: cluster.loop).get()?.status
                     return OperationResult(values: [status.map { .text($0.json) } ?? .nil], outcome: "ok")
@@ -322,7 +319,6 @@ enum HostFunctions {
                     return .failure("session_status: \(error as? SessionError ?? .unavailable("\(error)"))")
                 }
             }
-            return started < 0 ? started : 2
         }
         context.lua.push(sessions.statusAndWait(id)?.json)
         return 1
@@ -452,6 +448,20 @@ enum HostFunctions {
     private static func serverURL(_ context: ScriptContext) -> Int32 {
         context.lua.push(context.services.outbound.ownURL)
         return 1
+    }
+
+    /// For a function that answers at once where it can and waits where it must (`emit`,
+    /// `session_status`): `nil` and the operation's id, which the prelude then waits on.
+    private static func waitInstead(
+        _ context: ScriptContext,
+        kind: String,
+        what: String,
+        function: String,
+        _ work: @escaping @Sendable () async -> OperationResult
+    ) -> Int32 {
+        context.lua.pushNil()
+        let pushed = self.startOperation(context, kind: kind, what: what, function: function, work)
+        return pushed < 0 ? pushed : 2
     }
 
     /// Starts `work` for the running callback and pushes its id for the prelude to wait on.

@@ -125,10 +125,11 @@ extension Connection {
         self.slot.metrics.sent(messages: chunk.count, bytes: chunk.reduce(0) { $0 + $1.text.readableBytes })
         // With more held, the next chunk follows once this one has been written to the socket.
         let written = more ? self.channel.eventLoop.makePromise(of: Void.self) : nil
-        let frames = state.outbound.takesCompressedBroadcasts ? cursor.session.compressedFrames(chunk) : chunk.map { .text($0.text) }
-        for (offset, frame) in frames.enumerated() {
-            let isLast = offset == frames.count - 1
-            state.outbound.write(frame, promise: isLast ? written : nil)
+        // Plain clients are written each event's text as before: no array of frames for them.
+        let compressed = state.outbound.takesCompressedBroadcasts ? cursor.session.compressedFrames(chunk) : nil
+        for (offset, event) in chunk.enumerated() {
+            let isLast = offset == chunk.count - 1
+            state.outbound.write(compressed?[offset] ?? .text(event.text), promise: isLast ? written : nil)
         }
         state.outbound.flush()
         written?.futureResult.whenComplete { _ in
