@@ -77,13 +77,12 @@ do {
 // MARK: Frames and fan-out
 
 do {
-    // A broadcast is framed once by NIO's encoder into one buffer (FrameSerializer).
-    let serializer = FrameSerializer()
-    let frame = WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: message))
+    // A broadcast is framed once into one buffer (ServerFrame).
+    let payload = ByteBuffer(string: message)
     let frames = 10_000
     bench("frame encode (\(message.utf8.count)-byte text)", operations: frames) {
         for _ in 0..<frames {
-            _ = serializer.serialize(frame)
+            _ = ServerFrame.encode(.text, payload: payload)
         }
     }
 }
@@ -96,7 +95,7 @@ for listeners in [1_000, 10_000] {
     for channel in channels {
         try! channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
-    let framed = FrameSerializer().serialize(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: message)))
+    let framed = ServerFrame.encode(.text, payload: ByteBuffer(string: message))
     bench("fan-out one frame to \(listeners) channels (per delivery)", operations: listeners) {
         for channel in channels {
             channel.writeAndFlush(framed, promise: nil)

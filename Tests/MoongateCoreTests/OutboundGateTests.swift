@@ -43,7 +43,7 @@ final class OutboundGateTests: XCTestCase {
     }
 
     private func serialized(_ text: String) -> ByteBuffer {
-        FrameSerializer().serialize(.text(text))
+        ServerFrame.encode(.text, payload: ByteBuffer(string: text))
     }
 
     /// Every frame flushed so far (server frames: unmasked, so the parse is short).

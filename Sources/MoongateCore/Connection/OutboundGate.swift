@@ -13,6 +13,9 @@ final class OutboundGate {
     /// Bytes written without a flush before one is forced: a client that reads at full speed
     /// never sees more than this queued in the host, so it is not mistaken for a slow consumer.
     static let flushThreshold = 64 << 10
+    /// Payloads up to this size are copied behind their frame header into one buffer; larger
+    /// ones are written after it as they are.
+    static let copyLimit = 16 << 10
 
     private(set) var machine: ConnectionStateMachine
     private let channel: any Channel
@@ -45,26 +48,45 @@ final class OutboundGate {
 
     // MARK: Writing
 
-    /// Writes a frame unless a close frame has gone out; `promise` fails if it is dropped.
+    /// Writes a frame unless a close frame has gone out; `promise` fails if it is dropped. A frame
+    /// with RSV1 set is already compressed (a session event compressed once for all its readers).
     @discardableResult
     func write(_ frame: WebSocketFrame, promise: EventLoopPromise<Void>? = nil) -> Bool {
+        self.send(frame.opcode, payload: frame.data, compressed: frame.rsv1, promise: promise)
+    }
+
+    /// Writes one unfragmented message (or control frame) unless a close frame has gone out, as
+    /// one buffer holding the whole frame below the frame encoder (a payload larger than
+    /// `copyLimit` without room for its header goes as a second buffer after it, not copied).
+    /// Data messages are compressed first for a client that negotiated permessage-deflate.
+    @discardableResult
+    func send(_ opcode: WebSocketOpcode, payload: ByteBuffer, compressed: Bool = false, promise: EventLoopPromise<Void>? = nil) -> Bool {
         guard self.machine.mayWrite else {
             promise?.fail(ChannelError.outputClosed)
             return false
         }
-        let sent = self.compressedIfNegotiated(frame)
-        self.writeFrame(sent, promise: promise)
-        self.wrote(sent.length)
+        var payload = payload
+        var rsv1 = compressed
+        if !compressed, let deflate = self.deflate, opcode == .text || opcode == .binary,
+            let deflated = MessageDeflate.compress(payload, windowBits: deflate.serverMaxWindowBits)
+        {
+            payload = deflated
+            rsv1 = true
+        }
+        let length = payload.readableBytes
+        guard let encoded = self.encoded else {
+            self.writeFrame(WebSocketFrame(fin: true, rsv1: rsv1, opcode: opcode, data: payload), promise: promise)
+            self.wrote(length)
+            return true
+        }
+        if length > Self.copyLimit, payload.readerIndex < ServerFrame.headerLength(payloadLength: length) {
+            encoded.write(NIOAny(ServerFrame.header(opcode, rsv1: rsv1, payloadLength: length, allocator: self.channel.allocator)), promise: nil)
+            encoded.write(NIOAny(payload), promise: promise)
+        } else {
+            encoded.write(NIOAny(ServerFrame.encode(opcode, payload: payload, rsv1: rsv1, allocator: self.channel.allocator)), promise: promise)
+        }
+        self.wrote(length)
         return true
-    }
-
-    /// `frame` as this client gets it: compressed (RSV1 set) when it negotiated permessage-deflate
-    /// (unless it already is: a session event compressed once for all its readers).
-    private func compressedIfNegotiated(_ frame: WebSocketFrame) -> WebSocketFrame {
-        guard let deflate = self.deflate, !frame.rsv1, frame.fin, frame.opcode == .text || frame.opcode == .binary,
-            let compressed = MessageDeflate.compress(frame.data, windowBits: deflate.serverMaxWindowBits)
-        else { return frame }
-        return WebSocketFrame(fin: true, rsv1: true, opcode: frame.opcode, data: compressed)
     }
 
     /// Writes a complete serialised frame (a broadcast's shared bytes) unless a close frame has gone out.

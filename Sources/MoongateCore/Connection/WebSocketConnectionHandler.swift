@@ -6,7 +6,7 @@ import NIOWebSocket
 /// delivers into the connection state machine's events (carried out by the connection's
 /// `OutboundGate`), validates UTF-8, and hands complete messages to the endpoint's script in one
 /// batch per socket read.
-final class WebSocketConnectionHandler: ChannelInboundHandler {
+final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessageSink {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
@@ -100,45 +100,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = self.unwrapInboundIn(data)
-        guard self.outbound.machine.mayWrite || frame.opcode == .connectionClose || frame.opcode == .pong else {
-            return  // closing: data from the peer is no longer wanted
-        }
-        if frame.opcode == .text || frame.opcode == .binary {
-            if frame.length > self.maxMessageSize {
-                return self.refuse(.messageTooLarge(limit: self.maxMessageSize))
-            }
-            self.connection.slot.metrics.received(bytes: frame.length)
-            if self.rateLimit?.admit(now: .now()) == false {
-                return self.refuse(.rateLimited)
-            }
-        }
         switch frame.opcode {
-        case .text:
-            let text = frame.unmaskedData
-            guard text.isValidUTF8 else {
-                return self.fail(.invalidUTF8)
-            }
-            if self.connection.follows != nil, self.state.cursor?.awaitsResumePoint == true,
-                self.connection.resumeFromFirstMessage(text)
-            {
-                return
-            }
-            if self.readBinding == nil {
-                self.readBinding = self.connection.slot.binding
-            }
-            guard let routing = self.readBinding?.routing else { return }
-            switch routing.decide(text) {
-            case .reply(let reply, _) where self.pending.isEmpty && self.outbound.machine.mayAnswerDirectly:
-                self.connection.slot.metrics.countReply(reply)
-                self.outbound.write(.text(reply))
-                self.needsFlush = true
-            case .reply(_, let id), .script(let id):
-                self.pending.append(.text(text, id: id))
-            }
-        case .binary:
-            self.pending.append(.binary(frame.unmaskedData))
+        case .text, .binary:
+            _ = self.receivedMessage(frame.opcode, payload: frame.unmaskedData)
         case .ping:
-            self.outbound.write(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
+            guard self.outbound.machine.mayWrite else { return }
+            self.outbound.send(.pong, payload: frame.unmaskedData)
             self.needsFlush = true
         case .pong:
             self.outbound.pongReceived()
@@ -151,6 +118,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             }
         default:
             // Continuations are joined by the aggregator and reserved opcodes stopped by the validator.
+            guard self.outbound.machine.mayWrite else { return }
             self.fail(.unexpectedFrame)
         }
     }
@@ -170,6 +138,52 @@ final class WebSocketConnectionHandler: ChannelInboundHandler {
             self.outbound.flush()
         }
         context.fireChannelReadComplete()
+    }
+
+    // MARK: Messages
+
+    /// A complete text or binary message, unmasked: from `WebSocketFrameReader` directly, or as a
+    /// frame that went through the validator (and the aggregator). Returns whether it was kept.
+    func receivedMessage(_ opcode: WebSocketOpcode, payload: ByteBuffer) -> Bool {
+        guard self.outbound.machine.mayWrite else {
+            return false  // closing: data from the peer is no longer wanted
+        }
+        if payload.readableBytes > self.maxMessageSize {
+            self.refuse(.messageTooLarge(limit: self.maxMessageSize))
+            return false
+        }
+        self.connection.slot.metrics.received(bytes: payload.readableBytes)
+        if self.rateLimit?.admit(now: .now()) == false {
+            self.refuse(.rateLimited)
+            return false
+        }
+        guard opcode == .text else {
+            self.pending.append(.binary(payload))
+            return true
+        }
+        guard payload.isValidUTF8 else {
+            self.fail(.invalidUTF8)
+            return false
+        }
+        if self.connection.follows != nil, self.state.cursor?.awaitsResumePoint == true,
+            self.connection.resumeFromFirstMessage(payload)
+        {
+            return false
+        }
+        if self.readBinding == nil {
+            self.readBinding = self.connection.slot.binding
+        }
+        guard let routing = self.readBinding?.routing else { return false }
+        switch routing.decide(payload) {
+        case .reply(let reply, _) where self.pending.isEmpty && self.outbound.machine.mayAnswerDirectly:
+            self.connection.slot.metrics.countReply(reply)
+            self.outbound.send(.text, payload: reply)
+            self.needsFlush = true
+            return false
+        case .reply(_, let id), .script(let id):
+            self.pending.append(.text(payload, id: id))
+            return true
+        }
     }
 
     // MARK: Closing

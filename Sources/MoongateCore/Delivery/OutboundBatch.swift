@@ -21,7 +21,6 @@ struct OutboundBatch {
 
     private var operations: [ObjectIdentifier: (loop: any EventLoop, operations: [Operation])] = [:]
     private let ioLoops: [any EventLoop]
-    private let serializer = FrameSerializer()
 
     init(ioLoops: [any EventLoop]) {
         self.ioLoops = ioLoops
@@ -31,7 +30,7 @@ struct OutboundBatch {
     /// gets those same bytes. An endpoint that keeps a history records a JSON object there instead
     /// (stamped with its seq), and its clients receive it through their history cursors.
     func serialize(_ frame: WebSocketFrame, for fanouts: [Fanout]) -> SerializedBroadcast {
-        var serialized = SerializedBroadcast(plain: self.serializer.serialize(frame), compressed: nil)
+        var serialized = SerializedBroadcast(plain: ServerFrame.encode(frame.opcode, payload: frame.data), compressed: nil)
         if fanouts.contains(where: \.wantsCompressedFrames) {
             serialized.compressed = self.compressed(frame)
         }
@@ -44,7 +43,7 @@ struct OutboundBatch {
         guard let payload = MessageDeflate.compress(frame.data, windowBits: 15) else {
             return nil
         }
-        return self.serializer.serialize(WebSocketFrame(fin: true, rsv1: true, opcode: frame.opcode, data: payload))
+        return ServerFrame.encode(frame.opcode, payload: payload, rsv1: true)
     }
 
     /// Where the broadcasts that go into an endpoint's history are recorded: `sessions`, or

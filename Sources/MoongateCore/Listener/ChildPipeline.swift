@@ -44,11 +44,7 @@ struct ChildPipeline: Sendable {
         handshake.value.timeout = channel.eventLoop.scheduleTask(in: .interval(self.configuration.handshakeTimeout)) {
             channel.close(promise: nil)
         }
-        let upgrader = NIOWebSocketServerUpgrader(
-            maxFrameSize: max(self.configuration.maxMessageSize, self.endpoints.largestMessageLimit),
-            // WebSocketConnectionHandler answers the decoder's errors itself: one handler fewer
-            // for every connection to hold and every frame to pass.
-            automaticErrorHandling: false,
+        let upgrader = WebSocketUpgrader(
             shouldUpgrade: { channel, head in
                 if RequestTarget(uri: head.uri).path == ConsoleFeedHandler.path {
                     return channel.eventLoop.makeSucceededFuture(self.admitConsoleViewer(head, channel: channel, role: role))
@@ -57,7 +53,7 @@ struct ChildPipeline: Sendable {
                     self.negotiateCompression(head, headers: headers, handshake: handshake)
                 }
             },
-            upgradePipelineHandler: { channel, head in
+            upgradePipeline: { channel, head in
                 handshake.value.timeout?.cancel()
                 if RequestTarget(uri: head.uri).path == ConsoleFeedHandler.path {
                     return self.startConsoleFeed(channel)
@@ -80,16 +76,14 @@ struct ChildPipeline: Sendable {
     /// The admin listener's pipeline: health, readiness, metrics and the console (its page over
     /// HTTP, its live feed over a WebSocket); no endpoint is served here.
     func configureAdmin(_ channel: any Channel) throws {
-        let upgrader = NIOWebSocketServerUpgrader(
-            maxFrameSize: 1 << 12,
-            automaticErrorHandling: false,
+        let upgrader = WebSocketUpgrader(
             shouldUpgrade: { channel, head in
                 guard RequestTarget(uri: head.uri).path == ConsoleFeedHandler.path else {
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
                 return channel.eventLoop.makeSucceededFuture(self.admitConsoleViewer(head, channel: channel, role: .admin))
             },
-            upgradePipelineHandler: { channel, _ in
+            upgradePipeline: { channel, _ in
                 self.startConsoleFeed(channel)
             }
         )
@@ -97,7 +91,7 @@ struct ChildPipeline: Sendable {
     }
 
     /// HTTP/1 with `upgrader`, and `handler` for requests that are not upgraded (removed once one is).
-    private func addHTTP(to channel: any Channel, upgrader: NIOWebSocketServerUpgrader, handler: HTTPRequestHandler) throws {
+    private func addHTTP(to channel: any Channel, upgrader: WebSocketUpgrader, handler: HTTPRequestHandler) throws {
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withServerUpgrade: (
                 upgraders: [upgrader],
@@ -110,9 +104,15 @@ struct ChildPipeline: Sendable {
         try channel.pipeline.syncOperations.addHandler(handler, name: HTTPRequestHandler.name)
     }
 
+    /// A console viewer only answers pings and closes: NIO's decoder and encoder, small frames.
     private func startConsoleFeed(_ channel: any Channel) -> EventLoopFuture<Void> {
         channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandlers([WebSocketProtocolErrorHandler(), ConsoleFeedHandler(services: self.services)])
+            try channel.pipeline.syncOperations.addHandlers([
+                WebSocketFrameEncoder(),
+                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 12)),
+                WebSocketProtocolErrorHandler(),
+                ConsoleFeedHandler(services: self.services),
+            ])
         }
     }
 
@@ -290,20 +290,28 @@ struct ChildPipeline: Sendable {
         let outboundLimit = max(self.configuration.maxOutboundBuffer, 2 * (declaredLimit ?? 0))
         return channel.eventLoop.makeCompletedFuture {
             try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: outboundLimit / 2, high: outboundLimit))
-            let encoder = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
-            connection.onLoop.value.outbound.attach(frames: nil, encoded: encoder)
+            let encoder = WebSocketFrameEncoder()
+            try channel.pipeline.syncOperations.addHandler(encoder)
+            connection.onLoop.value.outbound.attach(frames: nil, encoded: try channel.pipeline.syncOperations.context(handler: encoder))
+            let handler = WebSocketConnectionHandler(
+                connection: connection,
+                registry: self.connections,
+                keepAlive: self.services.keepAlive,
+                maxMessageSize: limit,
+                maxMessageRate: self.configuration.maxMessageRate,
+                logger: self.logger
+            )
             try channel.pipeline.syncOperations.addHandlers([
+                WebSocketFrameReader(maxFrameSize: self.maxFrameSize, sink: handler),
                 FrameValidator(maxMessageSize: limit, deflate: deflate != nil),
-                WebSocketConnectionHandler(
-                    connection: connection,
-                    registry: self.connections,
-                    keepAlive: self.services.keepAlive,
-                    maxMessageSize: limit,
-                    maxMessageRate: self.configuration.maxMessageRate,
-                    logger: self.logger
-                ),
+                handler,
             ])
         }
+    }
+
+    /// The largest frame any endpoint takes; a larger one is refused (1009) before it is read.
+    private var maxFrameSize: Int {
+        max(self.configuration.maxMessageSize, self.endpoints.largestMessageLimit)
     }
 
     /// RFC 6455: the key is 16 random bytes in base64; NIO's upgrader only checks it is there.

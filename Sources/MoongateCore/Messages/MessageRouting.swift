@@ -56,7 +56,8 @@ struct MessageRouting: Sendable {
 
     static func ack(id: String?) -> ByteBuffer {
         guard let id else { return Self.plainAck }
-        var buffer = ByteBufferAllocator().buffer(capacity: 38 + id.utf8.count)
+        // Built with room for its frame header, which is then written in front of it in place.
+        var buffer = ByteBuffer.framable(capacity: 38 + id.utf8.count)
         buffer.writeString(#"{"type":"ack","received":true,"id":"#)
         buffer.writeString(id)
         buffer.writeString("}")
