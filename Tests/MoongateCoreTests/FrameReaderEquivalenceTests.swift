@@ -87,6 +87,8 @@ final class FrameReaderEquivalenceTests: XCTestCase {
             return self.keeps
         }
 
+        func readComplete() {}
+
         private var failed: Bool { self.events.last.map { if case .error = $0 { true } else { false } } ?? false }
 
         func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -123,7 +123,14 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
         }
     }
 
+    /// The reader calls `readComplete()` itself, without passing the event down the pipeline.
     func channelReadComplete(context: ChannelHandlerContext) {
+        self.readComplete()
+        context.fireChannelReadComplete()
+    }
+
+    /// The socket read is done: its messages for the script go as one batch, its replies are flushed once.
+    func readComplete() {
         if !self.pending.isEmpty {
             let messages = self.pending
             self.pending = []
@@ -137,7 +144,6 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
             self.needsFlush = false
             self.outbound.flush()
         }
-        context.fireChannelReadComplete()
     }
 
     // MARK: Messages

@@ -4,8 +4,11 @@ import NIOWebSocket
 /// Takes complete data messages straight from the socket's bytes, unmasked: the common frame,
 /// without a `WebSocketFrame` or a trip through the rest of the pipeline.
 protocol UnfragmentedMessageSink: AnyObject {
-    /// `payload` is valid for this call only unless the sink returns true (it kept it).
+    /// Returns whether it kept `payload`; if not, the reader reuses its storage for the next
+    /// message (a copy kept anyway stays intact: it only costs that message an allocation).
     func receivedMessage(_ opcode: WebSocketOpcode, payload: ByteBuffer) -> Bool
+    /// The socket read is over: everything it carried has been delivered, by either path.
+    func readComplete()
 }
 
 /// A connection's first inbound handler: it turns the socket's bytes into frames. The frame
@@ -25,7 +28,8 @@ final class WebSocketFrameReader<Sink: UnfragmentedMessageSink>: ChannelInboundH
 
     private let sink: Sink
     private let maxFrameSize: Int
-    private let decoder: WebSocketFrameDecoder
+    /// Made when a frame first needs it: most connections never send one.
+    private lazy var decoder = WebSocketFrameDecoder(maxFrameSize: self.maxFrameSize)
     /// Bytes of a frame that has not arrived whole yet.
     private var buffered: ByteBuffer?
     private var scratch: ByteBuffer?
@@ -39,7 +43,6 @@ final class WebSocketFrameReader<Sink: UnfragmentedMessageSink>: ChannelInboundH
     init(maxFrameSize: Int, sink: Sink) {
         self.maxFrameSize = maxFrameSize
         self.sink = sink
-        self.decoder = WebSocketFrameDecoder(maxFrameSize: maxFrameSize)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -53,6 +56,12 @@ final class WebSocketFrameReader<Sink: UnfragmentedMessageSink>: ChannelInboundH
         if bytes.readableBytes > 0, !self.failed {
             self.buffered = bytes
         }
+    }
+
+    /// Told to the sink directly: the handlers between (the validator, the aggregator) have no
+    /// use for it, and each would be one more hop per read.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.sink.readComplete()
     }
 
     private func decode(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {
@@ -118,8 +127,13 @@ final class WebSocketFrameReader<Sink: UnfragmentedMessageSink>: ChannelInboundH
     }
 
     private func deliver(_ opcode: WebSocketOpcode, from bytes: inout ByteBuffer, headerLength: Int, length: Int) {
-        var payload = self.scratch.take() ?? ByteBuffer()
-        payload.clear(minimumCapacity: length)
+        var payload: ByteBuffer
+        if let scratch = self.scratch.take() {
+            payload = scratch
+            payload.clear(minimumCapacity: length)
+        } else {
+            payload = ByteBufferAllocator().buffer(capacity: length)
+        }
         bytes.withUnsafeReadableBytes { source in
             let key = (source[headerLength - 4], source[headerLength - 3], source[headerLength - 2], source[headerLength - 1])
             let masked = UnsafeRawBufferPointer(rebasing: source[headerLength..<(headerLength + length)])
