@@ -73,4 +73,29 @@ final class JSONEnvelopeTests: XCTestCase {
         XCTAssertEqual(String(buffer: Session.stamp(ByteBuffer(string: #"{"type":"a"}"#), seq: 7)), #"{"seq":7,"type":"a"}"#)
         XCTAssertEqual(String(buffer: Session.stamp(ByteBuffer(string: " { } "), seq: 1)), #"{"seq":1}"#)
     }
+
+    /// The word-at-a-time skip over string bytes finds exactly the first quote, backslash or
+    /// control character, whatever the other bytes (0x80 and up included).
+    func testTheEightByteStringSkipFindsExactlyTheFirstSpecialByte() {
+        func naive(_ bytes: [UInt8]) -> Int? { bytes.firstIndex { $0 == 0x22 || $0 == 0x5C || $0 < 0x20 } }
+        func first(_ bytes: [UInt8]) -> Int? {
+            let word = UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+            let special = JSONEnvelope.specialStringBytes(word)
+            return special == 0 ? nil : special.trailingZeroBitCount / 8
+        }
+        for position in 0..<8 {
+            for value in 0...255 {
+                for filler: UInt8 in [0x61, 0xFF, 0x80, 0x21, 0x5D, 0x01] {
+                    var bytes = [UInt8](repeating: filler, count: 8)
+                    bytes[position] = UInt8(value)
+                    XCTAssertEqual(first(bytes), naive(bytes), "\(bytes)")
+                }
+            }
+        }
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<100_000 {
+            let bytes = (0..<8).map { _ in UInt8.random(in: 0...255, using: &random) }
+            XCTAssertEqual(first(bytes), naive(bytes), "\(bytes)")
+        }
+    }
 }

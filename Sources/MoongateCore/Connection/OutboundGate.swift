@@ -26,6 +26,10 @@ final class OutboundGate {
     private var encoded: ChannelHandlerContext?
     /// Bytes written and not flushed yet.
     private(set) var unflushedBytes = 0
+    /// Small frames sent since the last write down the pipeline, back to back: the replies to one
+    /// socket read (eight acks at window 8) go down as one buffer, one write instead of eight.
+    /// Every other write, and every flush, sends these first, so the order is kept.
+    private var heldFrames: ByteBuffer?
     private var closeTimeoutTask: Scheduled<Void>?
     /// permessage-deflate: every data message goes compressed. The RFC would allow small ones
     /// plain, but clients that negotiated it (Autobahn's suite among them) expect them compressed.
@@ -79,20 +83,43 @@ final class OutboundGate {
             self.wrote(length)
             return true
         }
-        if length > Self.copyLimit, payload.readerIndex < ServerFrame.headerLength(payloadLength: length) {
-            encoded.write(NIOAny(ServerFrame.header(opcode, rsv1: rsv1, payloadLength: length, allocator: self.channel.allocator)), promise: nil)
-            encoded.write(NIOAny(payload), promise: promise)
+        if length <= Self.copyLimit, promise == nil {
+            let frame = ServerFrame.encode(opcode, payload: payload, rsv1: rsv1, allocator: self.channel.allocator)
+            if var held = self.heldFrames.take() {
+                if held.writableBytes < frame.readableBytes {
+                    // Room for a few more like these at once, not a reallocation per frame.
+                    var grown = self.channel.allocator.buffer(capacity: max(1024, 4 * (held.readableBytes + frame.readableBytes)))
+                    grown.writeImmutableBuffer(held)
+                    held = grown
+                }
+                held.writeImmutableBuffer(frame)
+                self.heldFrames = held
+            } else {
+                self.heldFrames = frame
+            }
         } else {
-            encoded.write(NIOAny(ServerFrame.encode(opcode, payload: payload, rsv1: rsv1, allocator: self.channel.allocator)), promise: promise)
+            self.writeHeldFrames()
+            if length > Self.copyLimit, payload.readerIndex < ServerFrame.headerLength(payloadLength: length) {
+                encoded.write(NIOAny(ServerFrame.header(opcode, rsv1: rsv1, payloadLength: length, allocator: self.channel.allocator)), promise: nil)
+                encoded.write(NIOAny(payload), promise: promise)
+            } else {
+                encoded.write(NIOAny(ServerFrame.encode(opcode, payload: payload, rsv1: rsv1, allocator: self.channel.allocator)), promise: promise)
+            }
         }
         self.wrote(length)
         return true
+    }
+
+    private func writeHeldFrames() {
+        guard let held = self.heldFrames.take(), let encoded = self.encoded else { return }
+        encoded.write(NIOAny(held), promise: nil)
     }
 
     /// Writes a complete serialised frame (a broadcast's shared bytes) unless a close frame has gone out.
     @discardableResult
     func write(serialized frame: ByteBuffer) -> Bool {
         guard self.machine.mayWrite, let encoded = self.encoded else { return false }
+        self.writeHeldFrames()
         encoded.write(NIOAny(frame), promise: nil)
         self.wrote(frame.readableBytes)
         return true
@@ -108,6 +135,7 @@ final class OutboundGate {
         switch action {
         case .write where flushNow:
             guard let encoded = self.encoded else { return false }
+            self.writeHeldFrames()
             // One trip down the pipeline instead of two: the common case of a broadcast.
             self.unflushedBytes = 0
             encoded.writeAndFlush(NIOAny(frame), promise: nil)
@@ -141,6 +169,7 @@ final class OutboundGate {
 
     func flush() {
         self.unflushedBytes = 0
+        self.writeHeldFrames()
         if let encoded = self.encoded {
             encoded.flush()
         } else if let frames = self.frames {
@@ -162,6 +191,7 @@ final class OutboundGate {
     }
 
     private func writeFrame(_ frame: WebSocketFrame, promise: EventLoopPromise<Void>?) {
+        self.writeHeldFrames()
         if let frames = self.frames {
             frames.write(NIOAny(frame), promise: promise)
         } else {
@@ -227,6 +257,7 @@ final class OutboundGate {
         self.closeTimeoutTask = nil
         self.frames = nil
         self.encoded = nil
+        self.heldFrames = nil
         return self.machine.socketClosed()
     }
 

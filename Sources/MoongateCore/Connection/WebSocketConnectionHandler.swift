@@ -24,6 +24,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
     /// batch's messages and its runtime gets them.
     private var readBinding: EndpointBinding?
     private var needsFlush = false
+    /// This read's counts, added to the endpoint's metrics when it is over.
+    private var tally = ReadTally()
     let keepAliveWheels: KeepAliveWheels
     var keepAliveWheel: KeepAliveWheel?
     var keepAliveSlot: Int?
@@ -74,6 +76,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.addTally()
         let code = self.outbound.socketClosed()
         self.stopKeepAlive()
         self.connection.slot.fanout.remove(self.connection)
@@ -131,6 +134,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
 
     /// The socket read is done: its messages for the script go as one batch, its replies are flushed once.
     func readComplete() {
+        self.addTally()
         if !self.pending.isEmpty {
             let messages = self.pending
             self.pending = []
@@ -146,6 +150,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
         }
     }
 
+    private func addTally() {
+        guard !self.tally.isEmpty else { return }
+        self.connection.slot.metrics.add(self.tally)
+        self.tally = ReadTally()
+    }
+
     // MARK: Messages
 
     /// A complete text or binary message, unmasked: from `WebSocketFrameReader` directly, or as a
@@ -158,7 +168,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
             self.refuse(.messageTooLarge(limit: self.maxMessageSize))
             return false
         }
-        self.connection.slot.metrics.received(bytes: payload.readableBytes)
+        self.tally.received(bytes: payload.readableBytes)
         if self.rateLimit?.admit(now: .now()) == false {
             self.refuse(.rateLimited)
             return false
@@ -182,7 +192,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
         guard let routing = self.readBinding?.routing else { return false }
         switch routing.decide(payload) {
         case .reply(let reply, _) where self.pending.isEmpty && self.outbound.machine.mayAnswerDirectly:
-            self.connection.slot.metrics.countReply(reply)
+            self.tally.replied(reply)
             self.outbound.send(.text, payload: reply)
             self.needsFlush = true
             return false

@@ -2,16 +2,17 @@ import NIOCore
 
 /// Which text messages of an endpoint need its script, and the replies the host gives itself.
 struct MessageRouting: Sendable {
-    let handlerTypes: Set<String>
+    /// An array, not a set: an endpoint names a few types, and comparing a few short strings costs
+    /// less than hashing the message's type once per message.
+    let handlerTypes: [String]
     let hasCatchAll: Bool
     let hasOnText: Bool
     /// No `on` table but an `on_text`: every text message goes to the script as it is.
     let isRawText: Bool
 
     init(spec: EndpointSpec) {
-        var types = Set(spec.handlerTypes)
-        self.hasCatchAll = types.remove("*") != nil
-        self.handlerTypes = types
+        self.hasCatchAll = spec.handlerTypes.contains("*")
+        self.handlerTypes = Array(Set(spec.handlerTypes.filter { $0 != "*" }))
         self.hasOnText = spec.onText
         self.isRawText = spec.onText && spec.handlerTypes.isEmpty
     }

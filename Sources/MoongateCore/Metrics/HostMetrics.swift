@@ -155,10 +155,18 @@ final class EndpointMetrics: Sendable {
         self.host.count("moongate_disconnects_total", [("endpoint", self.path), ("code", code.map(String.init) ?? "1006")])
     }
 
-    func received(bytes: Int) {
-        self.messagesIn.increment()
-        self.bytesIn.increment(by: bytes)
-        self.tally.messagesIn.add(1, ordering: .relaxed)
+    /// What one socket read of a client counted, added at once when the read is over.
+    func add(_ read: ReadTally) {
+        if read.messagesIn > 0 {
+            self.messagesIn.increment(by: read.messagesIn)
+            self.bytesIn.increment(by: read.bytesIn)
+            self.tally.messagesIn.add(read.messagesIn, ordering: .relaxed)
+        }
+        if read.replies > 0 {
+            self.sent(messages: read.replies, bytes: read.replyBytes)
+        }
+        if read.acks > 0 { self.acks.increment(by: read.acks) }
+        if read.errorReplies > 0 { self.errorReplies.increment(by: read.errorReplies) }
     }
 
     func sent(messages: Int = 1, bytes: Int) {
@@ -167,23 +175,12 @@ final class EndpointMetrics: Sendable {
         self.tally.messagesOut.add(messages, ordering: .relaxed)
     }
 
-    /// An answer the host or a script gave a message: an ack, an error, or another reply.
-    func countReply(_ reply: ByteBuffer) {
-        self.sent(bytes: reply.readableBytes)
-        self.countKind(of: reply)
-    }
-
-    private static let ackPrefix = Array(#"{"type":"ack""#.utf8)
-    private static let errorPrefix = Array(#"{"type":"error""#.utf8)
-
     /// Acks and error replies, by their first bytes (for replies counted out elsewhere).
     func countKind(of reply: ByteBuffer) {
-        reply.withUnsafeReadableBytes { bytes in
-            if bytes.starts(with: Self.ackPrefix) {
-                self.acks.increment()
-            } else if bytes.starts(with: Self.errorPrefix) {
-                self.errorReplies.increment()
-            }
+        switch ReadTally.Kind(of: reply) {
+        case .ack: self.acks.increment()
+        case .error: self.errorReplies.increment()
+        case .other: break
         }
     }
 }
