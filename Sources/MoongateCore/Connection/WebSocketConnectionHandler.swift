@@ -26,6 +26,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
     private var needsFlush = false
     /// This read's counts, added to the endpoint's metrics when it is over.
     private var tally = ReadTally()
+    /// When this read's first message was rate-limited: one clock reading serves the whole read.
+    private var readTime: NIODeadline?
     let keepAliveWheels: KeepAliveWheels
     var keepAliveWheel: KeepAliveWheel?
     var keepAliveSlot: Int?
@@ -135,6 +137,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
     /// The socket read is done: its messages for the script go as one batch, its replies are flushed once.
     func readComplete() {
         self.addTally()
+        self.readTime = nil
         if !self.pending.isEmpty {
             let messages = self.pending
             self.pending = []
@@ -148,6 +151,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
             self.needsFlush = false
             self.outbound.flush()
         }
+    }
+
+    private func readTimeNow() -> NIODeadline {
+        if let readTime = self.readTime { return readTime }
+        let now = NIODeadline.now()
+        self.readTime = now
+        return now
     }
 
     private func addTally() {
@@ -169,7 +179,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
             return false
         }
         self.tally.received(bytes: payload.readableBytes)
-        if self.rateLimit?.admit(now: .now()) == false {
+        if self.rateLimit != nil, self.rateLimit!.admit(now: self.readTimeNow()) == false {
             self.refuse(.rateLimited)
             return false
         }
