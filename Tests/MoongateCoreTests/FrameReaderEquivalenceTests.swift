@@ -40,6 +40,24 @@ final class FrameReaderEquivalenceTests: XCTestCase {
         ])
     }
 
+    /// A client streaming frames too large for the fast path, each read ending inside one: the
+    /// reader holds at most about one frame, not everything it has read.
+    func testBytesHeldBetweenReadsStayBounded() throws {
+        let recorder = Recorder(keeps: false)
+        let reader = WebSocketFrameReader(maxFrameSize: 1 << 20, sink: recorder)
+        let channel = EmbeddedChannel(handlers: [reader, recorder])
+        let frame = Self.frame(fin: true, opcode: 2, payload: Array(repeating: 1, count: 20_000), mask: (1, 2, 3, 4))
+        let stream = Array(repeating: frame, count: 200).flatMap { $0 }
+        var start = 0
+        while start < stream.count {
+            let end = min(stream.count, start + 7_001)
+            try channel.writeInbound(ByteBuffer(bytes: stream[start..<end]))
+            XCTAssertLessThan(reader.bufferedCapacity, 64 << 10)
+            start = end
+        }
+        XCTAssertEqual(recorder.events.count, 200)
+    }
+
     // MARK: Decoding
 
     enum Event: Equatable, CustomStringConvertible {

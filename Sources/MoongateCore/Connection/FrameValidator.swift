@@ -12,8 +12,9 @@ import WebSocketDeflate
 /// (a deflate bomb stops there, 1009), and passed on as one unfragmented frame.
 ///
 /// NIO's frame aggregator joins the fragments of uncompressed messages; it is put right after this
-/// handler when a client first sends one, so the unfragmented messages of most clients pass one
-/// handler fewer.
+/// handler when a client first sends one. The common frame (masked, unfragmented, uncompressed,
+/// up to 16 KiB) never reaches this handler: `WebSocketFrameReader` hands it to the connection
+/// handler directly.
 final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame

@@ -30,6 +30,10 @@ final class OutboundGate {
     /// socket read (eight acks at window 8) go down as one buffer, one write instead of eight.
     /// Every other write, and every flush, sends these first, so the order is kept.
     private var heldFrames: ByteBuffer?
+    /// Writes under way: NIO reports the outbound limit from inside a write, and the close that
+    /// follows waits for the outermost write to finish, so no frame goes out after the close frame.
+    private var writeDepth = 0
+    private var deferredClose: ConnectionStateMachine.CloseAction?
     private var closeTimeoutTask: Scheduled<Void>?
     /// permessage-deflate: every data message goes compressed. The RFC would allow small ones
     /// plain, but clients that negotiated it (Autobahn's suite among them) expect them compressed.
@@ -56,7 +60,8 @@ final class OutboundGate {
     /// with RSV1 set is already compressed (a session event compressed once for all its readers).
     @discardableResult
     func write(_ frame: WebSocketFrame, promise: EventLoopPromise<Void>? = nil) -> Bool {
-        self.send(frame.opcode, payload: frame.data, compressed: frame.rsv1, promise: promise)
+        assert(frame.fin && !frame.rsv2 && !frame.rsv3, "the host sends whole messages without extensions but permessage-deflate")
+        return self.send(frame.opcode, payload: frame.data, compressed: frame.rsv1, promise: promise)
     }
 
     /// Writes one unfragmented message (or control frame) unless a close frame has gone out, as
@@ -69,6 +74,8 @@ final class OutboundGate {
             promise?.fail(ChannelError.outputClosed)
             return false
         }
+        self.beginWrite()
+        defer { self.endWrite() }
         var payload = payload
         var rsv1 = compressed
         if !compressed, let deflate = self.deflate, opcode == .text || opcode == .binary,
@@ -85,10 +92,13 @@ final class OutboundGate {
         }
         if length <= Self.copyLimit, promise == nil {
             let frame = ServerFrame.encode(opcode, payload: payload, rsv1: rsv1, allocator: self.channel.allocator)
+            if self.heldFrames.map({ $0.readableBytes + frame.readableBytes > Self.copyLimit }) == true {
+                self.writeHeldFrames()
+            }
             if var held = self.heldFrames.take() {
                 if held.writableBytes < frame.readableBytes {
                     // Room for a few more like these at once, not a reallocation per frame.
-                    var grown = self.channel.allocator.buffer(capacity: max(1024, 4 * (held.readableBytes + frame.readableBytes)))
+                    var grown = self.channel.allocator.buffer(capacity: max(1024, 2 * (held.readableBytes + frame.readableBytes)))
                     grown.writeImmutableBuffer(held)
                     held = grown
                 }
@@ -110,6 +120,17 @@ final class OutboundGate {
         return true
     }
 
+    private func beginWrite() {
+        self.writeDepth += 1
+    }
+
+    private func endWrite() {
+        self.writeDepth -= 1
+        if self.writeDepth == 0, let close = self.deferredClose.take() {
+            self.carryOut(close)
+        }
+    }
+
     private func writeHeldFrames() {
         guard let held = self.heldFrames.take(), let encoded = self.encoded else { return }
         encoded.write(NIOAny(held), promise: nil)
@@ -119,6 +140,8 @@ final class OutboundGate {
     @discardableResult
     func write(serialized frame: ByteBuffer) -> Bool {
         guard self.machine.mayWrite, let encoded = self.encoded else { return false }
+        self.beginWrite()
+        defer { self.endWrite() }
         self.writeHeldFrames()
         encoded.write(NIOAny(frame), promise: nil)
         self.wrote(frame.readableBytes)
@@ -135,6 +158,8 @@ final class OutboundGate {
         switch action {
         case .write where flushNow:
             guard let encoded = self.encoded else { return false }
+            self.beginWrite()
+            defer { self.endWrite() }
             self.writeHeldFrames()
             // One trip down the pipeline instead of two: the common case of a broadcast.
             self.unflushedBytes = 0
@@ -224,7 +249,11 @@ final class OutboundGate {
     /// Returns whether this started the close (false when a close was already under way).
     func outboundLimitExceeded() -> Bool {
         let action = self.machine.outboundLimitExceeded()
-        self.carryOut(action)
+        if self.writeDepth > 0 {
+            self.deferredClose = action
+        } else {
+            self.carryOut(action)
+        }
         return action != .none
     }
 

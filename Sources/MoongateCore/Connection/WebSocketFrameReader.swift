@@ -54,9 +54,17 @@ final class WebSocketFrameReader<Sink: UnfragmentedMessageSink>: ChannelInboundH
         }
         self.decode(&bytes, context: context)
         if bytes.readableBytes > 0, !self.failed {
+            // As NIO's ByteToMessageHandler does: what was decoded is dropped once it is most of
+            // the buffer, or the buffer would grow by every read while reads end inside frames.
+            if bytes.readerIndex >= 2048 || bytes.readerIndex > bytes.capacity / 2 {
+                bytes.discardReadBytes()
+            }
             self.buffered = bytes
         }
     }
+
+    /// Bytes held between reads (for tests: they must not grow beyond the frame in progress).
+    var bufferedCapacity: Int { self.buffered?.capacity ?? 0 }
 
     /// Told to the sink directly: the handlers between (the validator, the aggregator) have no
     /// use for it, and each would be one more hop per read.
