@@ -128,13 +128,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, UnfragmentedMessa
         }
     }
 
-    /// The reader calls `readComplete()` itself, without passing the event down the pipeline.
-    func channelReadComplete(context: ChannelHandlerContext) {
-        self.readComplete()
-        context.fireChannelReadComplete()
-    }
-
-    /// The socket read is done: its messages for the script go as one batch, its replies are flushed once.
+    /// The socket read is done (`WebSocketFrameReader` says so directly; the event does not pass
+    /// down the pipeline): its messages for the script go as one batch, its replies are flushed once.
     func readComplete() {
         self.addTally()
         self.readTime = nil
