@@ -55,27 +55,7 @@ static inline void *moongate_get_context(lua_State *L) {
     return context;
 }
 
-// Swift functions callable from Lua. A Swift function returns the number of results it pushed, or
-// -1 with an error message on top of the stack; the trampoline then raises the error, in C, blamed
-// on the Lua caller's file and line.
 typedef int (*moongate_swift_function)(lua_State *L);
-
-static inline int moongate_call_swift(lua_State *L) {
-    moongate_swift_function fn = (moongate_swift_function)lua_touserdata(L, lua_upvalueindex(1));
-    int results = fn(L);
-    if (results < 0) {
-        luaL_where(L, 1);
-        lua_insert(L, -2);
-        lua_concat(L, 2);
-        return lua_error(L);
-    }
-    return results;
-}
-
-static inline void moongate_push_swift_function(lua_State *L, moongate_swift_function fn) {
-    lua_pushlightuserdata(L, (void *)fn);
-    lua_pushcclosure(L, moongate_call_swift, 1);
-}
 
 // Replaces the error object on top of L with a table { message = ..., source = "file", line = n,
 // traceback = "..." } describing it, from the stack of `where` (L itself inside a message handler,
@@ -142,6 +122,23 @@ static inline moongate_limits *moongate_limits_of(lua_State *L) {
 // of every thread and raises, so a script's own pcall or coroutine.resume cannot swallow the error
 // and carry on looping (the technique Redis uses for busy scripts). The error names the script line
 // that was running.
+static inline void moongate_budget_hook(lua_State *L, lua_Debug *ar);
+
+static inline void moongate_budget_exceeded(lua_State *L) {
+    moongate_limits *limits = moongate_limits_of(L);
+    limits->tripped = 1;
+    lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, 1);
+    lua_Debug running;
+    int level = lua_getstack(L, 0, &running) && lua_getinfo(L, "Sl", &running) && running.currentline > 0;
+    if (!level && lua_getstack(L, 1, &running) && lua_getinfo(L, "Sl", &running) && running.currentline > 0) level = 1;
+    if (level) {
+        lua_pushfstring(L, "%s:%d: instruction budget exceeded", running.short_src, running.currentline);
+    } else {
+        lua_pushliteral(L, "instruction budget exceeded");
+    }
+    lua_error(L);
+}
+
 static inline void moongate_budget_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     moongate_limits *limits = moongate_limits_of(L);
@@ -151,16 +148,8 @@ static inline void moongate_budget_hook(lua_State *L, lua_Debug *ar) {
             lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, MOONGATE_HOOK_GRANULARITY);
             return;
         }
-        limits->tripped = 1;
     }
-    lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, 1);
-    lua_Debug running;
-    if (lua_getstack(L, 0, &running) && lua_getinfo(L, "Sl", &running) && running.currentline > 0) {
-        lua_pushfstring(L, "%s:%d: instruction budget exceeded", running.short_src, running.currentline);
-    } else {
-        lua_pushliteral(L, "instruction budget exceeded");
-    }
-    lua_error(L);
+    moongate_budget_exceeded(L);
 }
 
 static inline void moongate_set_budget(lua_State *L, long long budget) {
@@ -196,6 +185,61 @@ static inline int moongate_resume(lua_State *L, lua_State *co, int nargs, int *n
     return status;
 }
 
+// Swift functions callable from Lua. A Swift function returns the number of results it pushed, or
+// -1 with an error message on top of the stack; the trampoline then raises the error, in C, blamed
+// on the Lua caller's file and line.
+//
+// No Lua error may unwind a Swift frame (a longjmp would skip its cleanup and leave the host's
+// bookkeeping, such as which thread it works on, wrong). The only error a push can raise is a
+// memory error, so the trampoline lifts the memory cap while Swift runs and checks it afterwards:
+// a call whose results pass the cap has them dropped and fails here, in C, as a memory error.
+static inline int moongate_call_swift(lua_State *L) {
+    moongate_swift_function fn = (moongate_swift_function)lua_touserdata(L, lua_upvalueindex(1));
+    moongate_limits *limits = moongate_limits_of(L);
+    size_t cap = limits->limit;
+    int base = lua_gettop(L);
+    limits->limit = 0;
+    int results = fn(L);
+    if (results < 0) {
+        luaL_where(L, 1);
+        lua_insert(L, -2);
+        lua_concat(L, 2);
+        limits->limit = cap;
+        return lua_error(L);
+    }
+    if (cap > 0 && limits->used > cap) {
+        lua_settop(L, base);
+        luaL_where(L, 1);
+        lua_pushliteral(L, "the result would pass the script's memory cap (--lua-memory): not enough memory");
+        lua_concat(L, 2);
+        limits->limit = cap;
+        return lua_error(L);
+    }
+    limits->limit = cap;
+    return results;
+}
+
+static inline void moongate_push_swift_function(lua_State *L, moongate_swift_function fn) {
+    lua_pushlightuserdata(L, (void *)fn);
+    lua_pushcclosure(L, moongate_call_swift, 1);
+}
+
+// Work a C function does in one call, charged to the instruction budget of the running callback
+// as if it were `units` instructions: past the budget it fails like a Lua loop would.
+static inline void moongate_budget_exceeded(lua_State *L);
+
+static inline void moongate_charge(lua_State *L, lua_Unsigned units) {
+    moongate_limits *limits = moongate_limits_of(L);
+    if (limits->budget <= 0) return;
+    lua_Unsigned room = limits->spent < limits->budget ? (lua_Unsigned)(limits->budget - limits->spent) : 0;
+    if (units < room) {
+        limits->spent += (long long)units;
+        return;
+    }
+    limits->spent = limits->budget;
+    moongate_budget_exceeded(L);
+}
+
 static inline int moongate_is_yield(int status) { return status == LUA_YIELD; }
 
 // Memory cap: an allocator that refuses to grow a state past `limit` bytes makes Lua raise a
@@ -227,6 +271,51 @@ static inline lua_State *moongate_newstate(moongate_limits *allocation) {
     return L;
 }
 
+// string.rep with its work charged to the budget, a repetition an instruction; an empty result is
+// made without looping (Lua's own loops once per repetition even when there is nothing to copy).
+static inline int moongate_string_rep(lua_State *L) {
+    size_t length = 0, separator = 0;
+    luaL_checklstring(L, 1, &length);
+    lua_Integer count = luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &separator);
+    if (count <= 0 || (length == 0 && (separator == 0 || count == 1))) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    moongate_charge(L, (lua_Unsigned)count);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+// table.move with its work charged to the budget, an element an instruction.
+static inline int moongate_table_move(lua_State *L) {
+    lua_Integer first = luaL_checkinteger(L, 2);
+    lua_Integer last = luaL_checkinteger(L, 3);
+    if (last >= first) moongate_charge(L, (lua_Unsigned)last - (lua_Unsigned)first + 1u);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+// charge(units): for the prelude, which charges the compiler's work in `load` this way.
+static inline int moongate_charge_function(lua_State *L) {
+    lua_Integer units = luaL_checkinteger(L, 1);
+    if (units > 0) moongate_charge(L, (lua_Unsigned)units);
+    return 0;
+}
+
+// Replaces library.name with `replacement`, which gets the original as its upvalue.
+static inline void moongate_wrap_library_function(lua_State *L, const char *library, const char *name, lua_CFunction replacement) {
+    lua_getglobal(L, library);
+    lua_getfield(L, -1, name);
+    lua_pushcclosure(L, replacement, 1);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 1);
+}
+
 // The deliberate standard library: no io, no package/require, no debug for scripts, and os reduced
 // to time-keeping. The `debug` table is handed to the host prelude only, which keeps what it needs.
 static inline void moongate_open_sandboxed_libraries(lua_State *L) {
@@ -248,12 +337,22 @@ static inline void moongate_open_sandboxed_libraries(lua_State *L) {
         lua_setfield(L, -2, *name);
     }
     lua_pop(L, 1);
+    moongate_wrap_library_function(L, LUA_STRLIBNAME, "rep", moongate_string_rep);
+    moongate_wrap_library_function(L, LUA_TABLIBNAME, "move", moongate_table_move);
+    // Strings' shared metatable is the host's too (its prelude calls string methods): scripts
+    // may not replace its __index.
+    lua_pushliteral(L, "");
+    lua_getmetatable(L, -1);
+    lua_pushliteral(L, "string");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 2);
 }
 
-// Leaves the cjson and debug modules on the stack, for the host prelude only.
+// Leaves the cjson and debug modules and the budget's `charge` on the stack, for the host prelude only.
 static inline void moongate_push_host_libraries(lua_State *L) {
     luaL_requiref(L, "cjson", luaopen_cjson, 0);
     luaL_requiref(L, LUA_DBLIBNAME, luaopen_debug, 0);
+    lua_pushcfunction(L, moongate_charge_function);
 }
 
 #endif

@@ -67,11 +67,19 @@ public final class LuaState {
     }
 
     /// Runs `body` with the memory cap lifted, for pushes the host makes outside a protected call:
-    /// an allocation failure there could not be caught and would abort the process.
+    /// an allocation failure there could not be caught and would abort the process. Nests: inside
+    /// a host function (where the trampoline has lifted the cap) the cap stays lifted afterwards.
     public func withoutMemoryLimit<Result>(_ body: () throws -> Result) rethrows -> Result {
+        let cap = self.allocation.pointee.limit
         self.allocation.pointee.limit = 0
-        defer { self.allocation.pointee.limit = self.memoryLimit }
+        defer { self.allocation.pointee.limit = cap }
         return try body()
+    }
+
+    /// Bytes the state may still allocate under its memory cap (`Int.max` without one).
+    public var memoryAvailable: Int {
+        guard self.memoryLimit > 0 else { return .max }
+        return max(0, self.memoryLimit - self.allocation.pointee.used)
     }
 
     /// Compiles `source` (text only: precompiled bytecode is refused) and pushes the chunk.

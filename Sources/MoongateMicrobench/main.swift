@@ -29,8 +29,8 @@ func luaState(_ source: String) -> LuaState {
     do {
         let lua = try LuaState(scriptName: "microbench.lua", memoryLimit: 64 << 20, instructionBudget: 50_000_000)
         try lua.load(source: Array(source.utf8), chunkName: "=microbench")
-        lua.pushHostLibraries()  // the chunk's arguments: cjson, debug
-        try lua.call(arguments: 2, results: 0)
+        lua.pushHostLibraries()  // the chunk's arguments: cjson, debug, charge
+        try lua.call(arguments: 3, results: 0)
         return lua
     } catch {
         fatalError("\(error)")

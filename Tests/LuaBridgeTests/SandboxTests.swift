@@ -60,9 +60,10 @@ final class SandboxTests: XCTestCase {
         let lua = try LuaState(scriptName: "t.lua")
         XCTAssertEqual(try lua.run("return type(cjson)"), ["nil"])
         lua.pushHostLibraries()
-        XCTAssertEqual(lua.type(at: -2), .table, "cjson")
-        XCTAssertEqual(lua.type(at: -1), .table, "debug")
-        lua.pop(2)
+        XCTAssertEqual(lua.type(at: -3), .table, "cjson")
+        XCTAssertEqual(lua.type(at: -2), .table, "debug")
+        XCTAssertEqual(lua.type(at: -1), .function, "charge")
+        lua.pop(3)
         XCTAssertEqual(try lua.run("return type(cjson), type(debug)", results: 2), ["nil", "nil"])
     }
 }
