@@ -61,26 +61,31 @@ enum HostFunctions {
         lua.withBytes(at: index) { ByteBuffer(bytes: $0) }
     }
 
+    /// The connection id at `index`. Only numbers the host handed out name a connection; any other
+    /// (negative, fractional, math.mininteger) names none, and never reaches a conversion that traps.
+    private static func connectionID(_ lua: LuaState, at index: Int32) -> UInt64? {
+        lua.integer(at: index).flatMap { UInt64(exactly: $0) }
+    }
+
     /// host.send(conn_id, payload, is_binary) -> delivered
     private static func send(_ context: ScriptContext) -> Int32 {
         let lua = context.lua
-        guard let id = lua.integer(at: 1), let payload = payload(lua, at: 2) else {
+        guard let id = connectionID(lua, at: 1), let payload = payload(lua, at: 2) else {
             return fail(context, "send expects a connection and a payload")
         }
-        guard let connection = context.services.connections[UInt64(id)] else {
+        guard let connection = context.services.connections[id] else {
             lua.push(false)
             return 1
         }
         let opcode: WebSocketOpcode = lua.bool(at: 3) ? .binary : .text
-        context.batch.append(.send(connection, WebSocketFrame(fin: true, opcode: opcode, data: payload)))
-        lua.push(true)
+        lua.push(context.batch.appendSend(WebSocketFrame(fin: true, opcode: opcode, data: payload), to: connection))
         return 1
     }
 
     /// host.close(conn_id, code, reason)
     private static func close(_ context: ScriptContext) -> Int32 {
         let lua = context.lua
-        guard let id = lua.integer(at: 1), let code = lua.integer(at: 2) else {
+        guard let id = connectionID(lua, at: 1), let code = lua.integer(at: 2) else {
             return fail(context, "close expects a connection and a close code")
         }
         guard CloseCode.isValidToSend(code) else {
@@ -90,7 +95,7 @@ enum HostFunctions {
         guard reason.utf8.count <= 123 else {
             return fail(context, "close reason is longer than 123 bytes")
         }
-        if let connection = context.services.connections[UInt64(id)] {
+        if let connection = context.services.connections[id] {
             context.batch.append(.close(connection, WebSocketErrorCode(codeNumber: code), reason: reason))
         }
         return 0
@@ -135,10 +140,10 @@ enum HostFunctions {
     /// host.conn_info(conn_id, key): params, query, headers, path or remote; nil once gone.
     private static func connectionInfo(_ context: ScriptContext) -> Int32 {
         let lua = context.lua
-        guard let id = lua.integer(at: 1), let key = lua.string(at: 2) else {
+        guard let id = connectionID(lua, at: 1), let key = lua.string(at: 2) else {
             return fail(context, "conn_info expects a connection and a key")
         }
-        guard let connection = context.services.connections[UInt64(id)] ?? context.departed[UInt64(id)] else {
+        guard let connection = context.services.connections[id] ?? context.departed[id] else {
             lua.pushNil()
             return 1
         }
@@ -207,6 +212,11 @@ enum HostFunctions {
         guard let path = context.readablePath(requested) else {
             return fail(context, "read_file: \(requested) is outside the readable directories")
         }
+        // Refused before it is read: a file the memory cap cannot hold would only be copied to fail.
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        guard size < context.lua.memoryAvailable else {
+            return fail(context, "read_file: \(requested) is \(size) bytes, more than the script's memory cap (--lua-memory) leaves: not enough memory")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             return fail(context, "read_file: cannot read \(requested)")
         }
@@ -237,7 +247,11 @@ enum HostFunctions {
         }
         source.withUnsafeBytes { context.lua.push(bytes: $0) }
         context.lua.push(chunkName)
-        context.moduleSources += Array(chunkName.utf8) + [0] + Array(source) + [0]
+        // What the script's version is made of, for the reload plan: only what its top level
+        // required (later requires come too late to matter), once per module.
+        if context.isLoading {
+            context.moduleSources[chunkName] = Array(source)
+        }
         return 2
     }
 
@@ -267,7 +281,7 @@ enum HostFunctions {
             return fail(context, "emit expects a session id and an event")
         }
         let settings = lua.integer(at: 3).flatMap { index in
-            context.specs.indices.contains(index - 1) ? context.specs[index - 1].session : nil
+            index >= 1 && index <= context.specs.count ? context.specs[index - 1].session : nil
         }
         let sessions = context.services.sessions
         if let cluster = sessions.cluster, context.canWait, !lua.bool(at: 4) {

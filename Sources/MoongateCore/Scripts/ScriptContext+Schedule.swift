@@ -46,7 +46,7 @@ extension ScriptContext {
             return
         }
         let loop = runtime.loop
-        let delay = TimeAmount.interval(seconds)
+        let delay = TimeAmount.interval(max(seconds, EndpointSchema.minimumInterval))
         if repeats {
             self.timers[id] = .repeating(
                 loop.scheduleRepeatedTask(initialDelay: delay, delay: delay) { [weak runtime] _ in

@@ -25,8 +25,10 @@ final class ScriptContext {
     }
 
     let file: ScriptFile
-    /// Each module `require` has read, as its chunk name and source (each once: modules are cached).
-    var moduleSources: [UInt8] = []
+    /// The sources of the modules the script's top level required, by chunk name.
+    var moduleSources: [String: [UInt8]] = [:]
+    /// Whether the script's top level is running (it goes live on activation).
+    var isLoading: Bool { self.runtime == nil }
     let services: HostServices
     let lua: LuaState
     private(set) var specs: [EndpointSpec]
@@ -85,7 +87,7 @@ final class ScriptContext {
             HostFunctions.register(in: self.lua)
             self.lua.pushHostLibraries()
         }
-        try self.lua.call(arguments: 3, results: 1)
+        try self.lua.call(arguments: 4, results: 1)
         for function in DispatchFunction.allCases {
             self.lua.pushField(function.rawValue, ofTableAt: -1)
             self.dispatchReferences[function] = self.lua.popReference()
@@ -186,7 +188,7 @@ final class ScriptContext {
     }
 
     func slot(at index: Int) -> EndpointSlot? {
-        self.slots.indices.contains(index - 1) ? self.slots[index - 1] : nil
+        index >= 1 && index <= self.slots.count ? self.slots[index - 1] : nil
     }
 
     // MARK: Errors and files
@@ -194,7 +196,7 @@ final class ScriptContext {
     func report(_ error: ScriptError, while activity: String, endpoint index: Int?, connection: Connection?) {
         self.services.metrics.count("moongate_lua_errors_total", [("script", self.file.displayName), ("kind", error.kind.rawValue)])
         var metadata: Logger.Metadata = ["kind": "\(error.kind.rawValue)"]
-        let endpoint = index.flatMap { self.specs.indices.contains($0 - 1) ? self.specs[$0 - 1].path : nil }
+        let endpoint = index.flatMap { $0 >= 1 && $0 <= self.specs.count ? self.specs[$0 - 1].path : nil }
         if let endpoint {
             metadata["endpoint"] = "\(endpoint)"
         }

@@ -36,7 +36,7 @@ final class ScriptRuntime: Sendable {
             return ScriptRuntime(
                 file: file,
                 specs: context.specs,
-                loadedSource: file.source + context.moduleSources,
+                loadedSource: file.source + context.moduleSources.sorted { $0.key < $1.key }.flatMap { Array($0.key.utf8) + [0] + $0.value + [0] },
                 loop: loop,
                 context: NIOLoopBoundBox(context, eventLoop: loop)
             )

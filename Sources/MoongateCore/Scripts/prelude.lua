@@ -1,4 +1,4 @@
-local host, cjson, debug = ...
+local host, cjson, debug, charge = ...
 local getinfo = debug.getinfo
 local type, pairs, ipairs, error, pcall, tostring, setmetatable, rawget, rawset, select, next =
       type, pairs, ipairs, error, pcall, tostring, setmetatable, rawget, rawset, select, next
@@ -13,10 +13,20 @@ local timers = {}         -- timer id -> { fn, repeats, endpoint }
 local next_timer = 0
 local current             -- index of the endpoint whose callback is running
 
+-- Text goes to clients as text frames, which must be UTF-8: checked once, here, so that a bad
+-- string fails the script's call instead of making every client that gets it close (1007).
+local utf8_len = utf8.len
+local function checked_text(text, what, level)
+  if utf8_len(text) == nil then
+    error(what .. " is not valid UTF-8 text (send bytes with conn:send_binary)", level + 1)
+  end
+  return text
+end
+
 local function encode(value, what, level)
   local kind = type(value)
-  if kind == "string" then return value end
-  if kind == "table" then return encode_json(value) end
+  if kind == "string" then return checked_text(value, what or "message", level + 1) end
+  if kind == "table" then return checked_text(encode_json(value), what or "message", level + 1) end
   error((what or "message") .. " must be a table or a string, got " .. kind, level + 1)
 end
 
@@ -63,7 +73,26 @@ local function relay(co, ok, marker, ...)
   return ok, marker, ...
 end
 
-function coroutine.resume(co, ...) return relay(co, raw_resume(co, ...)) end
+-- The coroutines the script made; the ones the host runs callbacks on are not the script's to
+-- resume or close (another client's callback would get made-up results).
+local own_coroutines = setmetatable({}, { __mode = "k" })
+local raw_close = coroutine.close
+
+local function owned(co, what)
+  if not own_coroutines[co] then
+    error(what .. ": " .. (type(co) == "thread" and "not a coroutine this script created" or "expected a coroutine, got " .. type(co)), 3)
+  end
+  return co
+end
+
+function coroutine.create(fn)
+  local co = raw_create(fn)
+  own_coroutines[co] = true
+  return co
+end
+
+function coroutine.resume(co, ...) return relay(co, raw_resume(owned(co, "coroutine.resume"), ...)) end
+function coroutine.close(co) return raw_close(owned(co, "coroutine.close")) end
 
 local function unwrapped(ok, ...)
   if ok then return ... end
@@ -97,26 +126,52 @@ end
 
 -- Connections ----------------------------------------------------------------------------------
 
+-- What a conn is (its id, path, headers, ...) lives here, out of the script's reach: a conn's own
+-- table holds only what the script may change (data, user), and its metatable is hidden, so no
+-- table a script makes can pass for a connection.
 local Conn = {}
 local LAZY = { params = true, query = true, headers = true, path = true, remote = true }
+local conn_ids = setmetatable({}, { __mode = "k" })    -- conn -> connection id
+local conn_facts = setmetatable({}, { __mode = "k" })  -- conn -> { key = value } read so far
 local conn_meta = {
   __index = function(self, key)
     local method = Conn[key]
     if method ~= nil then return method end
-    if LAZY[key] then
-      local value = host.conn_info(rawget(self, "id"), key)
-      rawset(self, key, value)
+    local id = conn_ids[self]
+    if key == "id" then return id end
+    if LAZY[key] and id ~= nil then
+      local facts = conn_facts[self]
+      local value = facts[key]
+      if value == nil then
+        value = host.conn_info(id, key)
+        facts[key] = value
+      end
       return value
     end
     return nil
   end,
-  __tostring = function(self) return "conn#" .. tostring(rawget(self, "id")) end,
+  __newindex = function(self, key, value)
+    if key == "id" or LAZY[key] or Conn[key] ~= nil then error("conn." .. tostring(key) .. " is read-only", 2) end
+    rawset(self, key, value)
+  end,
+  __tostring = function(self) return "conn#" .. tostring(conn_ids[self]) end,
+  __metatable = "conn",
 }
 
 local function new_conn(id)
   local auth_json = host.conn_info(id, "auth")
   local auth = auth_json and decode_json(auth_json) or nil
-  return setmetatable({ id = id, data = { auth = auth }, user = auth }, conn_meta)
+  local conn = setmetatable({ data = { auth = auth }, user = auth }, conn_meta)
+  conn_ids[conn] = id
+  conn_facts[conn] = {}
+  return conn
+end
+
+-- The id of a real conn, or an error naming the method called on something else.
+local function id_of(conn, method)
+  local id = conn_ids[conn]
+  if id == nil then error("conn:" .. method .. " expects a connection, got " .. type(conn), 3) end
+  return id
 end
 
 local function conn_of(id)
@@ -128,12 +183,13 @@ local function conn_of(id)
   return conn
 end
 
-function Conn:send(message) host.send(rawget(self, "id"), encode(message, "conn:send message", 2), false) end
+function Conn:send(message) return host.send(id_of(self, "send"), encode(message, "conn:send message", 2), false) end
 function Conn:send_binary(data)
+  local id = id_of(self, "send_binary")
   if type(data) ~= "string" then error("conn:send_binary expects a string, got " .. type(data), 2) end
-  host.send(rawget(self, "id"), data, true)
+  return host.send(id, data, true)
 end
-function Conn:close(code, reason) host.close(rawget(self, "id"), code or 1000, reason or "") end
+function Conn:close(code, reason) host.close(id_of(self, "close"), code or 1000, reason or "") end
 
 -- Dispatch: what the host calls ----------------------------------------------------------------
 
@@ -146,8 +202,7 @@ local function error_reply(text) return encode_json({ type = "error", error = te
 
 local function reply_of(result)
   local kind = type(result)
-  if kind == "table" then return encode_json(result) end
-  if kind == "string" then return result end
+  if kind == "table" or kind == "string" then return encode(result, "the reply", 2) end
   return nil
 end
 
@@ -155,7 +210,7 @@ end
 -- client can match replies to requests; the id is spliced in as the client wrote it.
 local function answer_of(result, raw_id)
   if raw_id == nil or type(result) ~= "table" or result.id ~= nil then return reply_of(result) end
-  local text = encode_json(result)
+  local text = encode(result, "the reply", 2)
   if text == "{}" then return '{"id":' .. raw_id .. '}' end
   if text:sub(1, 1) ~= "{" then return text end
   return '{"id":' .. raw_id .. ',' .. text:sub(2)
@@ -280,9 +335,15 @@ function Timer:cancel()
   end
 end
 
+-- Timers, watchers and heartbeats run at most every MIN_INTERVAL seconds and at least every
+-- MAX_INTERVAL (the host checks the same bounds for watch.every and heartbeat.every).
+local MIN_INTERVAL, MAX_INTERVAL = 0.01, 1000000
+
 local function make_timer(seconds, fn, repeats, name)
-  if type(seconds) ~= "number" or seconds < 0 or (repeats and seconds == 0) then
-    error(name .. " expects a number of seconds" .. (repeats and " > 0" or " >= 0"), 3)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds > MAX_INTERVAL
+     or (repeats and seconds < MIN_INTERVAL) or seconds < 0 then
+    error(name .. " expects a number of seconds from " .. (repeats and MIN_INTERVAL or 0) .. " to " .. MAX_INTERVAL
+          .. ", got " .. tostring(seconds), 3)
   end
   if type(fn) ~= "function" then error(name .. " expects a function", 3) end
   next_timer = next_timer + 1
@@ -469,9 +530,31 @@ end
 log = { debug = log_at(0), info = log_at(1), warn = log_at(2), error = log_at(3) }
 print = log.info
 
+-- Text only (bytecode can break the sandbox), with the environment only when one is given, and
+-- the compiler's work charged to the budget: a byte of source a quarter of an instruction.
 local raw_load = load
-function load(chunk, name, mode, environment)
-  return raw_load(chunk, name, "t", environment)  -- text only: bytecode can break the sandbox
+function load(chunk, name, mode, ...)
+  if type(chunk) == "string" then
+    charge(#chunk // 4)
+  elseif type(chunk) == "function" then
+    local reader = chunk
+    chunk = function()
+      local piece = reader()
+      if type(piece) == "string" then charge(#piece // 4 + 1) end
+      return piece
+    end
+  end
+  return raw_load(chunk, name, "t", ...)
+end
+
+-- Finalizers would run outside every limit: Lua turns hooks off inside __gc (so no budget), and
+-- a collection can start while the host pushes values with the memory cap lifted.
+local raw_setmetatable = setmetatable
+_ENV.setmetatable = function(object, metatable)
+  if type(metatable) == "table" and rawget(metatable, "__gc") ~= nil then
+    error("setmetatable: __gc finalizers are not allowed in scripts", 2)
+  end
+  return raw_setmetatable(object, metatable)
 end
 
 -- Modules: require("util.time") runs DIR/lib/util/time.lua in this state, once, and returns what

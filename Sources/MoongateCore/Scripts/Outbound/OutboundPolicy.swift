@@ -79,7 +79,7 @@ public struct OutboundPolicy: Sendable {
 
     /// Why `host:port` may not be reached, naming the flag that would allow it; nil if it may.
     func refusal(host: String, port: Int) -> String? {
-        let host = host.lowercased()
+        let host = Self.bare(host)
         for entry in self.allowedNet {
             if entry == "*" {
                 return nil
@@ -91,6 +91,14 @@ public struct OutboundPolicy: Sendable {
         }
         let shown = host.contains(":") ? "[\(host)]" : host
         return "\(shown):\(port) is not allowed: start the host with --allow-net \(shown) (or --allow-net \(shown):\(port))"
+    }
+
+    /// A URL's host as the allowances spell it: lower case, an IPv6 address without the brackets
+    /// URLs put around it (`[::1]` → `::1`).
+    static func bare(_ host: String) -> String {
+        let host = host.lowercased()
+        guard host.hasPrefix("["), host.hasSuffix("]"), host.count >= 2 else { return host }
+        return String(host.dropFirst().dropLast())
     }
 
     /// `example.com:8080` → ("example.com", 8080); `[::1]:80` → ("::1", 80); `example.com` → (…, nil).

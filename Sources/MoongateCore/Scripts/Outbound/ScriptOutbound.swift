@@ -80,8 +80,9 @@ final class ScriptOutbound: Sendable {
 
     /// Why a script may not reach `host:port`; nil if it may (allowed, or the host itself).
     func refusal(host: String, port: Int) -> String? {
+        let host = OutboundPolicy.bare(host)
         let own = self.ownAddress.withLockedValue { $0 }
-        if let own, own.port == port, own.hosts.contains(host.lowercased()) {
+        if let own, own.port == port, own.hosts.contains(host) {
             return nil
         }
         return self.policy.refusal(host: host, port: port)

@@ -15,7 +15,7 @@ import NIOCore
 /// with swift-crypto's HMAC directly: jwt-kit refuses secrets shorter than 32 bytes, which
 /// deployments of the old HS256-only `jwt.verify` may have.
 final class TokenVerifier: Sendable {
-    static let secretVariable = "MOONGATE_JWT_SECRET"
+    static let secretVariable = ProcessSecrets.jwtSecret
     /// Seconds of clock skew tolerated on `exp` and `nbf`.
     static let leeway: Double = 30
 
@@ -174,7 +174,7 @@ final class TokenVerifier: Sendable {
 
     /// HMAC-SHA256 over `header.payload`, compared in constant time by swift-crypto.
     private static func checkHS256(_ token: ParsedToken) -> Result<StandardClaims, Refusal> {
-        guard let secret = getenv(Self.secretVariable).map({ String(cString: $0) }), !secret.isEmpty else {
+        guard let secret = ProcessSecrets.value(Self.secretVariable), !secret.isEmpty else {
             return .failure(Refusal(description: "HS256 tokens need the secret in $\(Self.secretVariable)"))
         }
         let key = SymmetricKey(data: Data(secret.utf8))
