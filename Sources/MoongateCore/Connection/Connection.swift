@@ -25,6 +25,9 @@ final class Connection: Sendable {
     let follows: FollowedLog?
     /// permessage-deflate, when the client offered it and the endpoint allows it.
     let deflate: DeflateParameters?
+    /// Bytes that may wait to be sent to the client before it is closed as too slow (1008); a
+    /// script's sends queued in one callback count too.
+    let outboundLimit: Int
     /// What changes over the client's life on its I/O loop.
     /// A reference that may only be followed on the loop (`NIOLoopBound`, not a box: one
     /// allocation less per client).
@@ -41,7 +44,8 @@ final class Connection: Sendable {
         slot: EndpointSlot,
         follows: FollowedLog? = nil,
         auth: String? = nil,
-        deflate: DeflateParameters? = nil
+        deflate: DeflateParameters? = nil,
+        outboundLimit: Int = 1 << 20
     ) {
         self.id = id
         self.channel = channel
@@ -54,6 +58,7 @@ final class Connection: Sendable {
         self.slot = slot
         self.follows = follows
         self.deflate = deflate
+        self.outboundLimit = outboundLimit
         self.onLoop = NIOLoopBound(ConnectionLoopState(channel: channel, deflate: deflate), eventLoop: channel.eventLoop)
     }
 

@@ -21,6 +21,14 @@ struct OutboundBatch {
 
     private var operations: [ObjectIdentifier: (loop: any EventLoop, operations: [Operation])] = [:]
     private let ioLoops: [any EventLoop]
+    /// Bytes of sends queued for each client since the last flush; nil once the client was cut
+    /// for passing its outbound limit with them.
+    private var queuedBytes: [ObjectIdentifier: Int?] = [:]
+    /// Bytes of every frame queued since the last flush.
+    private var heldBytes = 0
+    /// A batch holding more than this goes to the I/O loops before the callback ends, where each
+    /// client's outbound limit applies, rather than piling up on the script's loop.
+    static let flushThreshold = 4 << 20
 
     init(ioLoops: [any EventLoop]) {
         self.ioLoops = ioLoops
@@ -81,14 +89,39 @@ struct OutboundBatch {
 
     var isEmpty: Bool { self.operations.isEmpty }
 
+    /// Queues a script's send unless it would pass the client's outbound limit together with the
+    /// sends this batch already holds for it: then the client is closed as too slow (1008), as it
+    /// would be had those bytes reached its socket, and this and its later sends are dropped.
+    /// Returns whether the frame was queued.
+    mutating func appendSend(_ frame: WebSocketFrame, to connection: Connection) -> Bool {
+        let key = ObjectIdentifier(connection)
+        guard let queued = self.queuedBytes[key, default: 0] else { return false }
+        guard queued + frame.length <= connection.outboundLimit else {
+            self.queuedBytes[key] = .some(nil)
+            connection.slot.metrics.slowConsumers.increment()
+            self.append(.close(connection, .policyViolation, reason: "too much queued for this client"))
+            return false
+        }
+        self.queuedBytes[key] = queued + frame.length
+        self.append(.send(connection, frame))
+        return true
+    }
+
     mutating func append(_ operation: Operation) {
         switch operation {
-        case .send(let connection, _), .join(let connection, _), .close(let connection, _, _), .completed(let connection):
+        case .send(let connection, let frame):
+            self.heldBytes += frame.length
             self.append(operation, on: connection.channel.eventLoop)
-        case .broadcast:
+        case .join(let connection, _), .close(let connection, _, _), .completed(let connection):
+            self.append(operation, on: connection.channel.eventLoop)
+        case .broadcast(_, let frame, _):
+            self.heldBytes += frame.plain.readableBytes + (frame.compressed?.readableBytes ?? 0)
             for loop in self.ioLoops {
                 self.append(operation, on: loop)
             }
+        }
+        if self.heldBytes > Self.flushThreshold {
+            self.flush()
         }
     }
 
@@ -100,6 +133,8 @@ struct OutboundBatch {
         guard !self.operations.isEmpty else { return }
         let batches = self.operations.values
         self.operations = [:]
+        self.queuedBytes = [:]
+        self.heldBytes = 0
         for (loop, operations) in batches {
             loop.execute {
                 Self.perform(operations, on: loop)

@@ -272,6 +272,10 @@ struct ChildPipeline: Sendable {
         deflate: DeflateParameters?
     ) -> EventLoopFuture<Void> {
         let target = RequestTarget(uri: head.uri)
+        let declaredLimit = binding.spec.maxMessageSize
+        let limit = declaredLimit ?? self.configuration.maxMessageSize
+        // An endpoint that declares large messages may send large ones too (echo does).
+        let outboundLimit = max(self.configuration.maxOutboundBuffer, 2 * (declaredLimit ?? 0))
         let connection = Connection(
             id: self.connections.makeID(),
             channel: channel,
@@ -282,12 +286,9 @@ struct ChildPipeline: Sendable {
             slot: route.slot,
             follows: session.map(FollowedLog.session) ?? route.slot.history.map(FollowedLog.endpointHistory),
             auth: auth,
-            deflate: deflate
+            deflate: deflate,
+            outboundLimit: outboundLimit
         )
-        let declaredLimit = binding.spec.maxMessageSize
-        let limit = declaredLimit ?? self.configuration.maxMessageSize
-        // An endpoint that declares large messages may send large ones too (echo does).
-        let outboundLimit = max(self.configuration.maxOutboundBuffer, 2 * (declaredLimit ?? 0))
         return channel.eventLoop.makeCompletedFuture {
             try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: outboundLimit / 2, high: outboundLimit))
             let encoder = WebSocketFrameEncoder()
