@@ -67,9 +67,11 @@ struct ScriptOptions: ParsableArguments {
     }
 
     func validate() throws {
-        guard self.luaMemory > 0 else { throw ValidationError("--lua-memory must be at least 1 MiB") }
+        guard (1...(1 << 20)).contains(self.luaMemory) else { throw ValidationError("--lua-memory must be 1...1048576 MiB") }
         guard self.luaBudget > 0 else { throw ValidationError("--lua-budget must be positive") }
-        guard self.luaTimeout > 0 else { throw ValidationError("--lua-timeout must be a positive number of seconds") }
+        guard self.luaTimeout > 0, self.luaTimeout <= ServerConfiguration.maximumSeconds else {
+            throw ValidationError("--lua-timeout must be a number of seconds > 0 and <= \(Int(ServerConfiguration.maximumSeconds))")
+        }
         guard self.httpMaxBody > 0 else { throw ValidationError("--http-max-body must be positive") }
         for entry in self.allowNet {
             if let problem = OutboundPolicy.problem(withAllowance: entry) { throw ValidationError(problem) }
@@ -85,6 +87,6 @@ struct ScriptOptions: ParsableArguments {
         } catch {
             throw ValidationError("\(error)")
         }
-        guard self.jwksRefresh > 0, self.jwksRefresh.isFinite else { throw ValidationError("--jwks-refresh must be a positive number of seconds") }
+        guard self.jwksRefresh > 0, self.jwksRefresh <= ServerConfiguration.maximumSeconds else { throw ValidationError("--jwks-refresh must be a positive number of seconds") }
     }
 }

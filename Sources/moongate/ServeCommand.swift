@@ -43,6 +43,12 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var sessionToken: String?
 
+    @Option(name: .long, help: "Bytes of events all sessions of this host may hold; past it appends get HTTP 507.")
+    var sessionsMaxBytes: Int = 256 << 20
+
+    @Option(name: .long, help: "Sessions this host may hold; past it, appends that would create one get HTTP 507.")
+    var sessionsMaxCount: Int = 100_000
+
     @Option(name: .long, help: "SQLite file that keeps session histories across restarts (default: memory only).")
     var journal: String?
 
@@ -100,21 +106,32 @@ struct ServeCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (0...65535).contains(self.port) else { throw ValidationError("--port must be 0...65535") }
-        guard self.maxMessageSize > 0 else { throw ValidationError("--max-message-size must be positive") }
+        guard (1...ServerConfiguration.maximumMessageSize).contains(self.maxMessageSize) else {
+            throw ValidationError("--max-message-size must be 1...\(ServerConfiguration.maximumMessageSize) bytes (1 GiB)")
+        }
+        guard self.sessionsMaxBytes > 0 else { throw ValidationError("--sessions-max-bytes must be positive") }
+        guard self.sessionsMaxCount > 0 else { throw ValidationError("--sessions-max-count must be positive") }
         guard self.maxOutboundBuffer > 0 else { throw ValidationError("--max-outbound-buffer must be positive") }
-        guard (self.ioThreads ?? 1) >= 1 else { throw ValidationError("--io-threads must be at least 1") }
+        guard (1...1024).contains(self.ioThreads ?? 1) else { throw ValidationError("--io-threads must be 1...1024") }
         guard self.maxConnections > 0 else { throw ValidationError("--max-connections must be positive") }
-        guard self.maxMessageRate >= 0 else { throw ValidationError("--max-message-rate must be >= 0") }
+        guard self.maxMessageRate >= 0, self.maxMessageRate.isFinite else {
+            throw ValidationError("--max-message-rate must be a finite number >= 0")
+        }
         guard (self.tlsCert == nil) == (self.tlsKey == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
         guard (0...65535).contains(self.adminPort ?? 0) else { throw ValidationError("--admin-port must be 0...65535") }
-        guard self.handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
+        guard self.handshakeTimeout > 0, self.handshakeTimeout <= ServerConfiguration.maximumSeconds else {
+            throw ValidationError("--handshake-timeout must be a number of seconds > 0 and <= \(Int(ServerConfiguration.maximumSeconds))")
+        }
         guard self.maxConnectionsPerAddress > 0 else { throw ValidationError("--max-connections-per-address must be positive") }
-        guard self.shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be >= 0") }
+        guard self.shutdownGrace >= 0, self.shutdownGrace <= ServerConfiguration.maximumSeconds else {
+            throw ValidationError("--shutdown-grace must be a number of seconds from 0 to \(Int(ServerConfiguration.maximumSeconds))")
+        }
     }
 
     func run() async throws {
+        ProcessSecrets.scrub()
         let logger = self.logging.bootstrap()
         FileDescriptorLimit.raiseToMaximum()
         var configuration = ServerConfiguration(
@@ -128,7 +145,7 @@ struct ServeCommand: AsyncParsableCommand {
             maxMessageRate: self.maxMessageRate,
             shutdownGrace: self.shutdownGrace,
             ioThreads: self.ioThreads,
-            sessionToken: self.sessionToken ?? ProcessInfo.processInfo.environment["MOONGATE_SESSION_TOKEN"],
+            sessionToken: self.sessionToken ?? ProcessSecrets.value(ProcessSecrets.sessionToken),
             journalPath: self.journal,
             allowedOrigins: self.allowedOrigin.isEmpty ? ["same-origin"] : self.allowedOrigin,
             handshakeTimeout: self.handshakeTimeout,
@@ -140,7 +157,9 @@ struct ServeCommand: AsyncParsableCommand {
             console: self.console
         )
         configuration.compression = self.compression == .on
-        if let url = self.cluster ?? ProcessInfo.processInfo.environment["MOONGATE_CLUSTER"].flatMap({ $0.isEmpty ? nil : $0 }) {
+        configuration.sessionsMaxBytes = self.sessionsMaxBytes
+        configuration.sessionsMaxCount = self.sessionsMaxCount
+        if let url = self.cluster ?? ProcessSecrets.value(ProcessSecrets.cluster).flatMap({ $0.isEmpty ? nil : $0 }) {
             configuration.cluster = ClusterConfiguration(url: url, schema: self.clusterSchema, nodeID: self.nodeId)
         }
         let server = MoongateServer(configuration: configuration, logger: logger)

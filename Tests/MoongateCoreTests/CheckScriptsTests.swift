@@ -128,7 +128,7 @@ final class CheckScriptsTests: XCTestCase {
         XCTAssertEqual(
             errors.map(\.description).sorted(),
             [
-                "scripts/pair.lua:2: endpoint: 'keepalive.timeout' must be a number of seconds > 0",
+                "scripts/pair.lua:2: endpoint: 'keepalive.timeout' must be a number of seconds from 0.01 to 1000000",
                 "scripts/tail.lua:4: endpoint: unknown field 'on_txt'",
             ]
         )
@@ -145,7 +145,7 @@ final class CheckScriptsTests: XCTestCase {
             }
             """,
         ])
-        XCTAssertEqual(errors.first?.description, "scripts/c.lua:5: endpoint: 'keepalive.timeout' must be a number of seconds > 0")
+        XCTAssertEqual(errors.first?.description, "scripts/c.lua:5: endpoint: 'keepalive.timeout' must be a number of seconds from 0.01 to 1000000")
     }
 
     func testTheSecondOfTwoDefinitionsIsNamedAtItsOwnField() async throws {
@@ -158,25 +158,31 @@ final class CheckScriptsTests: XCTestCase {
             }
             """,
         ])
-        XCTAssertEqual(errors.first?.description, "scripts/two.lua:4: endpoint: 'keepalive.timeout' must be a number of seconds > 0")
+        XCTAssertEqual(errors.first?.description, "scripts/two.lua:4: endpoint: 'keepalive.timeout' must be a number of seconds from 0.01 to 1000000")
     }
 
     func testOtherInvalidDefinitionsNameTheProblem() async throws {
         let cases: [(source: String, message: String)] = [
             (#"endpoint { path = "no-slash" }"#, "'path' must be a string starting with '/'"),
             (#"endpoint { path = "/a", bogus = true }"#, "unknown field 'bogus'"),
-            (#"endpoint { path = "/a", watch = { every = 0, poll = function() end } }"#, "'watch.every' must be a number of seconds > 0"),
-            (#"endpoint { path = "/a", keepalive = { timeout = -1 } }"#, "'keepalive.timeout' must be a number of seconds > 0"),
-            (#"endpoint { path = "/a", max_message_size = 1.5 }"#, "'max_message_size' must be a whole number of bytes"),
+            (#"endpoint { path = "/a", watch = { every = 0, poll = function() end } }"#, "'watch.every' must be a number of seconds from 0.01 to 1000000"),
+            (#"endpoint { path = "/a", keepalive = { timeout = -1 } }"#, "'keepalive.timeout' must be a number of seconds from 0.01 to 1000000"),
+            (#"endpoint { path = "/a", max_message_size = 1.5 }"#, "'max_message_size' must be a whole number of bytes from 1 to 1073741824 (1 GiB)"),
             (#"endpoint { path = "/a?x" }"#, "'path' must not contain '?', '#' or spaces"),
             (#"endpoint { path = "/\xff" }"#, "'path' must be valid UTF-8"),
             // Infinity and NaN are no number of seconds: they would trap where they become a timer.
-            (#"endpoint { path = "/a", keepalive = { timeout = math.huge } }"#, "'keepalive.timeout' must be a number of seconds > 0"),
-            (#"endpoint { path = "/a", watch = { every = 0/0, poll = function() end } }"#, "'watch.every' must be a number of seconds > 0"),
+            (#"endpoint { path = "/a", keepalive = { timeout = math.huge } }"#, "'keepalive.timeout' must be a number of seconds from 0.01 to 1000000"),
+            (#"endpoint { path = "/a", watch = { every = 0/0, poll = function() end } }"#, "'watch.every' must be a number of seconds from 0.01 to 1000000"),
             (#"endpoint { path = "/a", session = { retain = math.huge } }"#, "field 'session.retain' must be a finite number"),
             (#"endpoint { path = "/a", history = { size = 7.5 } }"#, "'history.size' must be a whole number >= 1"),
             (#"endpoint { path = "/a", history = { max_age = 1/0 } }"#, "'history.max_age' must be a number > 0"),
-            (#"endpoint { path = "/a", max_message_size = math.huge }"#, "'max_message_size' must be a whole number of bytes"),
+            (#"endpoint { path = "/a", max_message_size = math.huge }"#, "'max_message_size' must be a whole number of bytes from 1 to 1073741824 (1 GiB)"),
+            // Past NIO's frame decoder's UInt32 bound, or so short or long that they trap or spin.
+            (#"endpoint { path = "/a", max_message_size = 8*1024^3 }"#, "'max_message_size' must be a whole number of bytes from 1 to 1073741824 (1 GiB)"),
+            (#"endpoint { path = "/a", keepalive = { ping_every = 1e19 } }"#, "'keepalive.ping_every' must be a number of seconds from 0.01 to 1000000 (0 disables it)"),
+            (#"endpoint { path = "/a", watch = { every = 1e-12, poll = function() end } }"#, "'watch.every' must be a number of seconds from 0.01 to 1000000"),
+            (#"endpoint { path = "/a", heartbeat = { every = 1e19 } }"#, "'heartbeat.every' must be a number of seconds from 0.01 to 1000000"),
+            (#"endpoint { path = "/a", heartbeat = { every = 0.001 } }"#, "'heartbeat.every' must be a number of seconds from 0.01 to 1000000"),
         ]
         for (source, message) in cases {
             let errors = try await self.errors(["e.lua": source])

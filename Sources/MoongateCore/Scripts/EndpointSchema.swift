@@ -20,6 +20,13 @@ enum EndpointSchema {
         "closes_on": .table, "resume_wait": .number,
     ]
 
+    /// Bounds of every interval a script sets (watch.every, heartbeat.every, keepalive's, and the
+    /// prelude's every/after): a watcher at 1e-12 s would poll flat out, and 1e19 s traps where
+    /// seconds become nanoseconds.
+    static let minimumInterval: Double = 0.01
+    static let maximumInterval = ServerConfiguration.maximumSeconds
+    static let maximumMessageSize = ServerConfiguration.maximumMessageSize
+
     static let defaultPingEvery: Double = 20
     static let defaultPingTimeout: Double = 10
     static let defaultHistorySize = 100
@@ -118,9 +125,7 @@ private struct DefinitionReader {
 
     private func watch() throws(Violation) -> (every: Double, leader: Bool)? {
         try self.withTable("watch") { () throws(Violation) -> (every: Double, leader: Bool) in
-            guard let every = self.number("every"), every > 0 else {
-                throw Violation(message: "'watch.every' must be a number of seconds > 0", field: ["watch", "every"])
-            }
+            let every = try self.interval("every", of: "watch")
             guard self.type(of: "poll") == .function else {
                 throw Violation(message: "'watch.poll' must be a function", field: ["watch", "poll"])
             }
@@ -155,16 +160,15 @@ private struct DefinitionReader {
 
     private func keepalive() throws(Violation) -> (pingEvery: Double, timeout: Double) {
         try self.withTable("keepalive") { () throws(Violation) -> (Double, Double) in
-            let pingEvery = self.number("ping_every")
-            if self.type(of: "ping_every") != .nil, (pingEvery ?? -1) < 0 {
-                throw Violation(
-                    message: "'keepalive.ping_every' must be a number of seconds >= 0 (0 disables pings)",
-                    field: ["keepalive", "ping_every"]
-                )
+            var pingEvery: Double?
+            if self.number("ping_every") == 0 {
+                pingEvery = 0
+            } else if self.type(of: "ping_every") != .nil {
+                pingEvery = try self.interval("ping_every", of: "keepalive", zeroDisables: true)
             }
-            let timeout = self.number("timeout")
-            if self.type(of: "timeout") != .nil, (timeout ?? 0) <= 0 {
-                throw Violation(message: "'keepalive.timeout' must be a number of seconds > 0", field: ["keepalive", "timeout"])
+            var timeout: Double?
+            if self.type(of: "timeout") != .nil {
+                timeout = try self.interval("timeout", of: "keepalive")
             }
             return (pingEvery ?? EndpointSchema.defaultPingEvery, timeout ?? EndpointSchema.defaultPingTimeout)
         } ?? (EndpointSchema.defaultPingEvery, EndpointSchema.defaultPingTimeout)
@@ -172,9 +176,7 @@ private struct DefinitionReader {
 
     private func heartbeat() throws(Violation) -> Double? {
         try self.withTable("heartbeat") { () throws(Violation) -> Double in
-            guard let every = self.number("every"), every > 0 else {
-                throw Violation(message: "'heartbeat.every' must be a number of seconds > 0", field: ["heartbeat", "every"])
-            }
+            let every = try self.interval("every", of: "heartbeat")
             guard [.nil, .table, .string, .function].contains(self.type(of: "message")) else {
                 throw Violation(message: "'heartbeat.message' must be a table, a string or a function", field: ["heartbeat", "message"])
             }
@@ -187,8 +189,11 @@ private struct DefinitionReader {
             (self.lua.type(at: -1), Self.finite(self.lua.number(at: -1)))
         }
         guard type != .nil else { return nil }
-        guard let size, Self.isWhole(size) else {
-            throw Violation(message: "'max_message_size' must be a whole number of bytes", field: ["max_message_size"])
+        guard let size, Self.isWhole(size), size <= Double(EndpointSchema.maximumMessageSize) else {
+            throw Violation(
+                message: "'max_message_size' must be a whole number of bytes from 1 to \(EndpointSchema.maximumMessageSize) (1 GiB)",
+                field: ["max_message_size"]
+            )
         }
         return Int(size)
     }
@@ -300,6 +305,21 @@ private struct DefinitionReader {
     /// are no number of seconds or bytes (and would trap where they become a `TimeAmount`).
     private func number(_ name: String) -> Double? {
         self.lua.withField(name, ofTableAt: -1) { Self.finite(self.lua.number(at: -1)) }
+    }
+
+    /// Field `name` of the table `table` (on top of the stack) as a number of seconds within the
+    /// interval bounds.
+    private func interval(_ name: String, of table: String, zeroDisables: Bool = false) throws(Violation) -> Double {
+        guard let seconds = self.number(name),
+            seconds >= EndpointSchema.minimumInterval, seconds <= EndpointSchema.maximumInterval
+        else {
+            let bounds = "from \(EndpointSchema.minimumInterval) to \(Int(EndpointSchema.maximumInterval))"
+            throw Violation(
+                message: "'\(table).\(name)' must be a number of seconds \(bounds)\(zeroDisables ? " (0 disables it)" : "")",
+                field: [table, name]
+            )
+        }
+        return seconds
     }
 
     private static func finite(_ value: Double?) -> Double? {

@@ -56,6 +56,6 @@ public struct EndpointSpec: Sendable, Equatable {
 
 extension Double {
     var formattedSeconds: String {
-        self == self.rounded() ? "\(Int(self))s" : "\(self)s"
+        self == self.rounded() && abs(self) < 1e15 ? "\(Int(self))s" : "\(self)s"
     }
 }

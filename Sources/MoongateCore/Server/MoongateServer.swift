@@ -52,6 +52,8 @@ public final class MoongateServer: Sendable {
             outbound: ScriptOutbound(policy: configuration.limits.outbound, group: self.ioGroup, logger: logger),
             logger: logger
         )
+        self.sessions.tally.limits = configuration.sessionLimits
+        self.sessions.tally.attach(metrics: self.metrics)
     }
 
     /// Loads the scripts, then listens. Throws ``ScriptLoadFailure`` if any script is broken.

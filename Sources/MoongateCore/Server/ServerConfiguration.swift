@@ -8,6 +8,19 @@ public struct ServerConfiguration: Sendable {
     public var scriptsDirectory: String
     public var limits: ScriptLimits
     /// Largest message a client may send, after joining fragments; larger ones close with 1009.
+    /// The largest `--max-message-size` or `max_message_size`: NIO's frame decoder takes at most
+    /// UInt32.max, and a gibibyte is already far past any message.
+    public static let maximumMessageSize = 1 << 30
+    /// The longest interval, timeout or grace a flag or script may set, in seconds (about 11
+    /// days): far longer ones are mistakes, and past about 9e9 s nanoseconds overflow.
+    public static let maximumSeconds: Double = 1e6
+    /// Bytes all sessions of this host may hold (`--sessions-max-bytes`).
+    public var sessionsMaxBytes = 256 << 20
+    /// Sessions this host may hold (`--sessions-max-count`).
+    public var sessionsMaxCount = 100_000
+    var sessionLimits: SessionTally.Limits {
+        SessionTally.Limits(maxBytes: self.sessionsMaxBytes, maxCount: self.sessionsMaxCount)
+    }
     public var maxMessageSize: Int
     /// Bytes that may wait to be sent to one client; a client that lets more pile up is too slow
     /// to keep and is closed with 1008, so it cannot grow the host's memory or stall anyone else.

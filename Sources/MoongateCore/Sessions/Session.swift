@@ -20,11 +20,14 @@ enum SessionError: Error, Equatable, CustomStringConvertible {
     case unavailable(String)
     /// Appended and delivered, but not made durable as promised (a journal write failed).
     case notDurable(String)
+    /// The host's bound on what sessions hold (`--sessions-max-bytes`, `--sessions-max-count`):
+    /// nothing was accepted.
+    case full(String)
 
     var description: String {
         switch self {
         case .closed(let id): return "session \(id) is closed"
-        case .invalid(let reason), .unavailable(let reason), .notDurable(let reason): return reason
+        case .invalid(let reason), .unavailable(let reason), .notDurable(let reason), .full(let reason): return reason
         }
     }
 }
@@ -43,6 +46,8 @@ final class Session: Sendable {
     let epoch: String
     let settings: SessionSettings
     private let journal: SessionJournal?
+    /// The host-wide count of bytes held, which this session's changes go into.
+    private let tally: SessionTally?
     private let state: NIOLockedValueBox<State>
 
     private struct State {
@@ -72,22 +77,24 @@ final class Session: Sendable {
         }
     }
 
-    init(id: String, settings: SessionSettings, journal: SessionJournal? = nil, now: NIODeadline = .now()) {
+    init(id: String, settings: SessionSettings, journal: SessionJournal? = nil, tally: SessionTally? = nil, now: NIODeadline = .now()) {
         self.id = id
         self.epoch = Self.makeEpoch()
         self.settings = settings
         self.journal = journal
+        self.tally = tally
         self.state = NIOLockedValueBox(State(lastActivity: now))
         journal?.recordSession(self)
     }
 
     /// A session as the journal kept it across a restart, or as the cluster's log holds it: same
     /// epoch, same seqs.
-    init(restoring restored: RestoredSession, journal: SessionJournal?, now: NIODeadline = .now()) {
+    init(restoring restored: RestoredSession, journal: SessionJournal?, tally: SessionTally? = nil, now: NIODeadline = .now()) {
         self.id = restored.id
         self.epoch = restored.epoch
         self.settings = restored.settings
         self.journal = journal
+        self.tally = tally
         let wallNow = Date().timeIntervalSince1970
         func monotonic(_ wall: Double) -> NIODeadline {
             now - .interval(max(0, wallNow - wall))
@@ -99,7 +106,19 @@ final class Session: Sendable {
         }
         state.lastSeq = max(restored.lastSeq, restored.events.last?.seq ?? 0)
         state.closedAt = restored.closedAt.map(monotonic)
+        tally?.add(state.bytes)
         self.state = NIOLockedValueBox(state)
+    }
+
+    /// Runs `body` on the state and tells the host-wide tally how the bytes held changed.
+    private func changing<Result>(_ body: (inout State) -> Result) -> Result {
+        let (result, delta) = self.state.withLockedValue { state in
+            let before = state.bytes
+            let result = body(&state)
+            return (result, state.bytes - before)
+        }
+        self.tally?.add(delta)
+        return result
     }
 
     static func makeEpoch() -> String {
@@ -136,12 +155,18 @@ final class Session: Sendable {
 
     /// Appends a JSON object (already validated as one) and returns its seq and who to notify.
     func append(object text: ByteBuffer, type: String?, now: NIODeadline = .now()) -> Result<Appended, SessionError> {
-        self.state.withLockedValue { state in
+        self.changing { state in
             if state.closedAt != nil {
                 return .failure(.closed(self.id))
             }
             let seq = state.lastSeq + 1
             let event = SessionEvent(seq: seq, text: Self.stamp(text, seq: seq), time: now)
+            if let tally = self.tally {
+                let added = event.text.readableBytes
+                guard tally.admits(added - self.bytesEvicted(byAdding: added, to: state, now: now)) else {
+                    return .failure(tally.refusal(.bytes))
+                }
+            }
             state.push(event)
             state.lastActivity = now
             // Journaled under the lock, so the journal sees events in seq order.
@@ -210,7 +235,7 @@ final class Session: Sendable {
     /// In a cluster: takes in what a pull of the log brought, in seq order after what is held
     /// (events the log no longer has are dropped here too), and returns who to wake.
     func absorb(_ pulled: ClusterLog.Pulled, now: NIODeadline = .now()) -> [Connection] {
-        self.state.withLockedValue { state in
+        self.changing { state in
             let before = (state.lastSeq, state.closedAt != nil)
             let wallNow = Date().timeIntervalSince1970
             for event in pulled.events where event.seq > state.lastSeq {
@@ -241,7 +266,7 @@ final class Session: Sendable {
     /// In a cluster: this host's own commit, taken in at once when it is the next seq (so a read
     /// right after the append sees it); otherwise the pull that follows brings it.
     func absorbIfNext(seq: UInt64, text: ByteBuffer, closed: Bool, now: NIODeadline = .now()) -> [Connection]? {
-        self.state.withLockedValue { state in
+        self.changing { state in
             guard seq == state.lastSeq + 1 else { return nil }
             let stamped = Self.stamp(text, seq: seq)
             state.push(SessionEvent(seq: seq, text: stamped, time: now))
@@ -322,7 +347,7 @@ final class Session: Sendable {
     /// A cluster's copy may go as soon as no client of this host has followed it for a while:
     /// the log keeps the session.
     func sweep(now: NIODeadline, isCopy: Bool = false) -> Bool {
-        self.state.withLockedValue { state in
+        self.changing { state in
             self.evict(&state, now: now)
             if isCopy {
                 return !state.pinned && state.subscribers.isEmpty && !state.pulling && now - state.lastActivity >= Self.copyIdleTime
@@ -348,6 +373,21 @@ final class Session: Sendable {
                 subscribers: state.subscribers.count
             )
         }
+    }
+
+    /// Bytes `evict` would free if an event of `size` bytes were added now.
+    private func bytesEvicted(byAdding size: Int, to state: State, now: NIODeadline) -> Int {
+        let maxAge = TimeAmount.interval(self.settings.maxAge)
+        var count = state.events.count + 1
+        var bytes = state.bytes + size
+        var freed = 0
+        for event in state.events {
+            guard count > self.settings.history || bytes > self.settings.maxBytes || now - event.time > maxAge else { break }
+            count -= 1
+            bytes -= event.text.readableBytes
+            freed += event.text.readableBytes
+        }
+        return freed
     }
 
     private func evict(_ state: inout State, now: NIODeadline) {

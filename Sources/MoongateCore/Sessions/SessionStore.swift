@@ -11,20 +11,42 @@ final class SessionStore: Sendable {
     let historyWrites = NIOLockedValueBox<[String: [ByteBuffer]]>([:])
     /// Settings for sessions created where no endpoint says otherwise (the HTTP API, say).
     let defaultSettings = NIOLockedValueBox(SessionSettings())
+    /// What all sessions hold, and the host-wide bounds on it.
+    let tally = SessionTally()
 
     func session(_ id: String, creatingWith settings: SessionSettings? = nil) -> Session {
         self.sessions.withLockedValue { sessions in
             if let existing = sessions[id] {
                 return existing
             }
-            let created = Session(
-                id: id,
-                settings: settings ?? self.defaultSettings.withLockedValue { $0 },
-                journal: self.journal.withLockedValue { $0 }
-            )
+            let created = self.makeSession(id, settings: settings)
             sessions[id] = created
             return created
         }
+    }
+
+    /// The session, created unless the host already holds `--sessions-max-count` of them.
+    func admittedSession(_ id: String, creatingWith settings: SessionSettings? = nil) -> Result<Session, SessionError> {
+        self.sessions.withLockedValue { sessions in
+            if let existing = sessions[id] {
+                return .success(existing)
+            }
+            guard self.tally.admitsSession(whileHolding: sessions.count) else {
+                return .failure(self.tally.refusal(.count))
+            }
+            let created = self.makeSession(id, settings: settings)
+            sessions[id] = created
+            return .success(created)
+        }
+    }
+
+    private func makeSession(_ id: String, settings: SessionSettings?) -> Session {
+        Session(
+            id: id,
+            settings: settings ?? self.defaultSettings.withLockedValue { $0 },
+            journal: self.journal.withLockedValue { $0 },
+            tally: self.tally
+        )
     }
 
     /// The shared log, when this host is part of a cluster; `SessionStore+Cluster` holds what
@@ -97,7 +119,7 @@ final class SessionStore: Sendable {
         let restored = try await journal.load()
         self.sessions.withLockedValue { sessions in
             for session in restored {
-                sessions[session.id] = Session(restoring: session, journal: journal)
+                sessions[session.id] = Session(restoring: session, journal: journal, tally: self.tally)
             }
         }
         self.journal.withLockedValue { $0 = journal }
@@ -148,7 +170,7 @@ final class SessionStore: Sendable {
             }
             if outcome.failure != nil { break }
         }
-        outcome.epoch = self.session(id).epoch
+        outcome.epoch = self.existing(id)?.epoch
         let appended = outcome
         // The journal writes in order: once the last is in, all are.
         guard let journaled else { return loop.makeSucceededFuture(appended) }
@@ -203,10 +225,11 @@ final class SessionStore: Sendable {
     /// Appends an event already checked with `eventType(of:)`; also says when it is safely in
     /// the journal.
     func append(into id: String, object text: ByteBuffer, type: String?, settings: SessionSettings? = nil) -> Result<Session.Appended, SessionError> {
-        let session = self.session(id, creatingWith: settings)
-        return session.append(object: text, type: type).map { appended in
-            appended.wakeSubscribers()
-            return appended
+        self.admittedSession(id, creatingWith: settings).flatMap { session in
+            session.append(object: text, type: type).map { appended in
+                appended.wakeSubscribers()
+                return appended
+            }
         }
     }
 
@@ -218,6 +241,7 @@ final class SessionStore: Sendable {
         let expired = all.filter { $0.sweep(now: now, isCopy: isCopy) }
         let remaining = all.filter { session in !expired.contains { $0 === session } }.map(\.status)
         let totals = (remaining.count, remaining.reduce(0) { $0 + $1.count }, remaining.reduce(0) { $0 + $1.bytes })
+        self.tally.settle(bytes: totals.2)
         guard !expired.isEmpty else { return totals }
         let journal = self.journal.withLockedValue { $0 }
         self.sessions.withLockedValue { sessions in

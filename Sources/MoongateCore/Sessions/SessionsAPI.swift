@@ -48,6 +48,11 @@ struct SessionsAPI {
         guard let body else {
             return .error(.payloadTooLarge, "the body is larger than \(HTTPRequestHandler.maxBodySize) bytes")
         }
+        // Events go to clients as text frames: one that is not UTF-8 would make each of them close
+        // (1007) on every reconnect, so it is refused here, once.
+        guard body.isValidUTF8 else {
+            return .error(.badRequest, "the body is not valid UTF-8")
+        }
         let events: [ByteBuffer]
         switch body.withUnsafeReadableBytes({ JSONEnvelope.scan($0) }) {
         case .invalid(let reason):
@@ -85,6 +90,7 @@ struct SessionsAPI {
                     case .invalid: .badRequest
                     case .unavailable: .serviceUnavailable
                     case .notDurable: .internalServerError
+                    case .full: .insufficientStorage
                     }
                 return .json(status, #"{"error":\#(jsonString(failure.description)),"seqs":[\#(seqs)]}"#)
             }
