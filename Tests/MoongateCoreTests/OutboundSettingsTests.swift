@@ -52,4 +52,16 @@ final class OutboundSettingsTests: XCTestCase {
         )
         XCTAssertNil(OutboundPolicy(allowedNet: ["*"]).refusal(host: "anything.example", port: 1))
     }
+
+    /// URLs bracket IPv6 hosts (`http://[::1]:8080/`), the allowances do not (`--allow-net [::1]:8080`).
+    func testBracketedIPv6HostsMatchTheirAllowance() {
+        let policy = OutboundPolicy(allowedNet: ["[::1]:9000", "[2001:db8::1]"])
+        XCTAssertNil(policy.refusal(host: "[::1]", port: 9000))
+        XCTAssertNil(policy.refusal(host: "::1", port: 9000))
+        XCTAssertNil(policy.refusal(host: "[2001:DB8::1]", port: 443))
+        XCTAssertEqual(
+            policy.refusal(host: "[::1]", port: 9001),
+            "[::1]:9001 is not allowed: start the host with --allow-net [::1] (or --allow-net [::1]:9001)"
+        )
+    }
 }

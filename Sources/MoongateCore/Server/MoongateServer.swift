@@ -136,6 +136,11 @@ public final class MoongateServer: Sendable {
             "listening on \(scheme)://\(self.configuration.host):\(port)",
             metadata: ["endpoints": "\(self.endpoints.all.map(\.pattern.description).sorted().joined(separator: " "))"]
         )
+        if self.configuration.sessionToken == nil, !OriginPolicy.isLoopbackBindHost(self.configuration.host) {
+            self.logger.warning(
+                "POST /sessions/{id}/events takes events from anyone who reaches \(self.configuration.host):\(port): set --session-token (or $MOONGATE_SESSION_TOKEN)"
+            )
+        }
         if self.configuration.console {
             let http = self.configuration.tlsFiles == nil ? "http" : "https"
             let console =
