@@ -33,12 +33,18 @@ let package = Package(
     targets: [
         .systemLibrary(
             name: "CLua",
-            pkgConfig: "lua5.4-cjson",
-            providers: [.apt(["liblua5.4-dev", "lua-cjson-dev"])]
+            pkgConfig: "lua5.4",
+            providers: [.apt(["liblua5.4-dev"])]
+        ),
+        // The JSON codec scripts get as `json`: integers stay integers, arrays stay arrays, and
+        // every allocation is the Lua state's (under its memory cap).
+        .target(
+            name: "LuaJSON",
+            dependencies: ["CLua"]
         ),
         .target(
             name: "LuaBridge",
-            dependencies: ["CLua"],
+            dependencies: ["CLua", "LuaJSON"],
             swiftSettings: strictSettings
         ),
         // permessage-deflate (RFC 7692) for the host and its clients: negotiation, and whole

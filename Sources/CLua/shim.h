@@ -9,7 +9,6 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
-#include <lua-cjson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -348,9 +347,8 @@ static inline void moongate_open_sandboxed_libraries(lua_State *L) {
     lua_pop(L, 2);
 }
 
-// Leaves the cjson and debug modules and the budget's `charge` on the stack, for the host prelude only.
+// Leaves the debug module and the budget's `charge` on the stack, for the host prelude only.
 static inline void moongate_push_host_libraries(lua_State *L) {
-    luaL_requiref(L, "cjson", luaopen_cjson, 0);
     luaL_requiref(L, LUA_DBLIBNAME, luaopen_debug, 0);
     lua_pushcfunction(L, moongate_charge_function);
 }

@@ -1,4 +1,5 @@
 public import CLua
+import LuaJSON
 
 extension LuaState {
     public func pushNil() { lua_pushnil(self.pointer) }
@@ -77,6 +78,10 @@ extension LuaState {
 extension LuaState {
     public func newTable() { moongate_newtable(self.pointer) }
 
-    /// Pushes the cjson and debug modules, which only the host's prelude receives.
-    public func pushHostLibraries() { moongate_push_host_libraries(self.pointer) }
+    /// Pushes the JSON codec, the debug module and the budget's `charge`, which only the host's
+    /// prelude receives (it hands scripts what they may have of them).
+    public func pushHostLibraries() {
+        _ = moongate_json_open(self.pointer)
+        moongate_push_host_libraries(self.pointer)
+    }
 }

@@ -1,16 +1,17 @@
 import CLua
+import LuaJSON
 
 /// A Lua value built away from the state (on another thread, say) and pushed later: what an I/O
 /// call hands back to the callback that waited for it.
 public indirect enum LuaValue: Sendable, Equatable {
     case `nil`
-    /// lua-cjson's `json.null` (a light userdata holding NULL): a NULL that keeps its key in a table.
+    /// `json.null` (a light userdata holding NULL): a NULL that keeps its key in a table.
     case jsonNull
     case boolean(Bool)
     case integer(Int)
     case number(Double)
     case string([UInt8])
-    /// A sequence, indexed from 1.
+    /// A sequence, indexed from 1, which encodes as a JSON array even when empty.
     case array([LuaValue])
     /// A table with string keys.
     case table([(String, LuaValue)])
@@ -53,6 +54,7 @@ extension LuaState {
                 self.push(element)
                 lua_rawseti(self.pointer, -2, lua_Integer(offset + 1))
             }
+            moongate_json_mark_array(self.pointer, -1)
         case .table(let fields):
             _ = lua_checkstack(self.pointer, 2)
             lua_createtable(self.pointer, 0, Int32(clamping: fields.count))

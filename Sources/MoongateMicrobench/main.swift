@@ -29,7 +29,7 @@ func luaState(_ source: String) -> LuaState {
     do {
         let lua = try LuaState(scriptName: "microbench.lua", memoryLimit: 64 << 20, instructionBudget: 50_000_000)
         try lua.load(source: Array(source.utf8), chunkName: "=microbench")
-        lua.pushHostLibraries()  // the chunk's arguments: cjson, debug, charge
+        lua.pushHostLibraries()  // the chunk's arguments: json, debug, charge
         try lua.call(arguments: 3, results: 0)
         return lua
     } catch {
@@ -54,19 +54,19 @@ do {
 }
 
 do {
-    // cjson inside Lua, on a typical 110-byte message.
+    // The JSON codec inside Lua, on a typical 110-byte message.
     let lua = luaState(
         """
-        local cjson = ...
+        local json = ...
         local text = [[\(message)]]
-        local decoded = cjson.decode(text)
-        decode = function(n) for _ = 1, n do cjson.decode(text) end end
-        encode = function(n) for _ = 1, n do cjson.encode(decoded) end end
+        local decoded = json.decode(text)
+        decode = function(n) for _ = 1, n do json.decode(text) end end
+        encode = function(n) for _ = 1, n do json.encode(decoded) end end
         """
     )
     let loops = 10_000
     for name in ["decode", "encode"] {
-        bench("cjson \(name) (\(message.utf8.count)-byte message)", operations: loops) {
+        bench("json \(name) (\(message.utf8.count)-byte message)", operations: loops) {
             lua.pushGlobal(name)
             lua.push(loops)
             try! lua.call(arguments: 1, results: 0)

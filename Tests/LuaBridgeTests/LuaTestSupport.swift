@@ -1,7 +1,15 @@
+import CLua
 import LuaBridge
 import XCTest
 
 extension LuaState {
+    /// The JSON codec as the global `json`, as the prelude hands it to scripts.
+    func openJSONAsGlobal() {
+        self.pushHostLibraries()  // json, debug, charge
+        self.pop(2)
+        lua_setglobal(self.pointer, "json")
+    }
+
     /// Compiles `source` as `chunkName`, calls it with `arguments` pushed by `push`, and returns its
     /// results as strings (`tostring`-like for numbers and booleans), popping them.
     @discardableResult

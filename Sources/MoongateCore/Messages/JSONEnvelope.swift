@@ -4,7 +4,7 @@ import Foundation
 /// JSON, whether it is an object, its top-level `"type"` and the exact bytes of its top-level `"id"`.
 /// One validating pass over the bytes (RFC 8259), no allocation but the type's string. This lets
 /// the I/O loop answer a message no script handler wants with the default ack, and copy the id
-/// byte for byte (cjson would turn a large integer id into a rounded float).
+/// byte for byte, whatever its size or form.
 struct JSONEnvelope: Equatable {
     enum TypeField: Equatable {
         case absent

@@ -1,10 +1,10 @@
-local host, cjson, debug, charge = ...
+local host, codec, debug, charge = ...
 local getinfo = debug.getinfo
 local type, pairs, ipairs, error, pcall, tostring, setmetatable, rawget, rawset, select, next =
       type, pairs, ipairs, error, pcall, tostring, setmetatable, rawget, rawset, select, next
 local concat, sort = table.concat, table.sort
 local huge = math.huge
-local encode_json, decode_json = cjson.encode, cjson.decode
+local encode_json, decode_json = codec.encode, codec.decode
 
 local dispatch = {}
 local endpoints = {}      -- declaration order; the host addresses them by index
@@ -26,7 +26,7 @@ end
 local function encode(value, what, level)
   local kind = type(value)
   if kind == "string" then return checked_text(value, what or "message", level + 1) end
-  if kind == "table" then return checked_text(encode_json(value), what or "message", level + 1) end
+  if kind == "table" then return encode_json(value) end  -- the codec refuses strings that are not UTF-8
   error((what or "message") .. " must be a table or a string, got " .. kind, level + 1)
 end
 
@@ -454,7 +454,9 @@ function read_file(path) return host.read_file(path) end
 function read_json(path) return decode_json(host.read_file(path)) end
 function file_mtime(path) return host.file_mtime(path) end
 
-json = { encode = encode_json, decode = decode_json, null = cjson.null }
+-- Integers stay integers, arrays stay arrays (json.array() makes an empty one on purpose), floats
+-- read back exactly; see Sources/LuaJSON/json.c.
+json = { encode = encode_json, decode = decode_json, null = codec.null, array = codec.array, is_array = codec.is_array }
 
 -- jwt.verify(token [, { audience, issuer }]) -> claims, or nil and the reason. HS256 with the
 -- secret in $MOONGATE_JWT_SECRET; RS/PS/ES256-512 and EdDSA with the keys of --jwks.
