@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash .ci/install-deps --tests
-python3 -m pip install --quiet --disable-pip-version-check websockets pytest kosoku selenium 2>&1 \
+python3 -m pip install --quiet --disable-pip-version-check websockets pytest kosoku selenium hypothesis 2>&1 \
   | grep -v "Running pip as the 'root' user" || true
 
 logs=$(mktemp -d)

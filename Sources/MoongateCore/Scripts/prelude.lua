@@ -66,9 +66,19 @@ local function check_timeout(timeout, what)
   end
 end
 
+-- A script's coroutine whose wait the host is carrying out: only that wait's result resumes it
+-- (another callback resuming it would hand it made-up results).
+local waiting_coroutines = setmetatable({}, { __mode = "k" })
+
+local function waited(co, ...)
+  waiting_coroutines[co] = nil
+  return ...
+end
+
 local function relay(co, ok, marker, ...)
   if ok and marker == WAIT and raw_status(co) == "suspended" then
-    return relay(co, raw_resume(co, wait(...)))
+    waiting_coroutines[co] = true
+    return relay(co, raw_resume(co, waited(co, wait(...))))
   end
   return ok, marker, ...
 end
@@ -81,6 +91,9 @@ local raw_close = coroutine.close
 local function owned(co, what)
   if not own_coroutines[co] then
     error(what .. ": " .. (type(co) == "thread" and "not a coroutine this script created" or "expected a coroutine, got " .. type(co)), 3)
+  end
+  if waiting_coroutines[co] then
+    error(what .. ": the coroutine waits for I/O; its result resumes it", 3)
   end
   return co
 end
@@ -101,7 +114,8 @@ end
 
 function coroutine.wrap(fn)
   local co = raw_create(fn)
-  return function(...) return unwrapped(relay(co, raw_resume(co, ...))) end
+  own_coroutines[co] = true
+  return function(...) return unwrapped(relay(co, raw_resume(owned(co, "coroutine.wrap"), ...))) end
 end
 
 local function location(level)

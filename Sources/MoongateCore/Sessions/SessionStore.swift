@@ -25,14 +25,19 @@ final class SessionStore: Sendable {
         }
     }
 
-    /// The session, created unless the host already holds `--sessions-max-count` of them.
-    func admittedSession(_ id: String, creatingWith settings: SessionSettings? = nil) -> Result<Session, SessionError> {
+    /// The session, created unless the host already holds `--sessions-max-count` of them or the
+    /// first event (`firstEventBytes`) would pass `--sessions-max-bytes`: a refused append leaves
+    /// no empty session behind.
+    func admittedSession(_ id: String, creatingWith settings: SessionSettings? = nil, firstEventBytes: Int = 0) -> Result<Session, SessionError> {
         self.sessions.withLockedValue { sessions in
             if let existing = sessions[id] {
                 return .success(existing)
             }
             guard self.tally.admitsSession(whileHolding: sessions.count) else {
                 return .failure(self.tally.refusal(.count))
+            }
+            guard self.tally.admits(firstEventBytes) else {
+                return .failure(self.tally.refusal(.bytes))
             }
             let created = self.makeSession(id, settings: settings)
             sessions[id] = created
@@ -225,7 +230,9 @@ final class SessionStore: Sendable {
     /// Appends an event already checked with `eventType(of:)`; also says when it is safely in
     /// the journal.
     func append(into id: String, object text: ByteBuffer, type: String?, settings: SessionSettings? = nil) -> Result<Session.Appended, SessionError> {
-        self.admittedSession(id, creatingWith: settings).flatMap { session in
+        // The seq the event is stamped with adds at most this much to it.
+        let stamped = text.readableBytes + 28
+        return self.admittedSession(id, creatingWith: settings, firstEventBytes: stamped).flatMap { session in
             session.append(object: text, type: type).map { appended in
                 appended.wakeSubscribers()
                 return appended

@@ -64,7 +64,7 @@ struct CommandCall: Sendable {
             if let stdin = self.stdin {
                 try await Subprocess.run(
                     executable, arguments: arguments, environment: environment, workingDirectory: directory, platformOptions: options,
-                    input: .array(stdin), output: .bytes(limit: Self.maxOutput), error: .bytes(limit: Self.maxOutput)
+                    input: UnreadStdin(bytes: stdin), output: .bytes(limit: Self.maxOutput), error: .bytes(limit: Self.maxOutput)
                 )
             } else {
                 try await Subprocess.run(
@@ -80,5 +80,17 @@ struct CommandCall: Sendable {
             fields += [("code", .integer(128 + Int(signal))), ("signal", .integer(Int(signal)))]
         }
         return OperationResult(values: [.table(fields)], outcome: "ok")
+    }
+}
+
+/// `stdin` for a program that may exit without reading it all. A write that fails (the pipe
+/// closed: EPIPE) is no failure of the call, the program's exit status says what happened; and
+/// swift-subprocess 1.0.2 leaves the pipe open when `write` throws, then traps ("FileDescriptor
+/// ... was not closed"), which took the whole host down.
+struct UnreadStdin: InputProtocol {
+    let bytes: [UInt8]
+
+    func write(with writer: StandardInputWriter) async throws {
+        _ = try? await writer.write(self.bytes)
     }
 }

@@ -21,6 +21,7 @@ final class ScriptOutbound: Sendable {
         let hosts: Set<String>
         let port: Int
         let scheme: String
+        let urlHost: String
     }
 
     init(policy: OutboundPolicy, group: (any EventLoopGroup)?, logger: Logger) {
@@ -68,13 +69,26 @@ final class ScriptOutbound: Sendable {
         var hosts: Set<String> = ["127.0.0.1", "localhost", "::1", host.lowercased()]
         hosts.remove("0.0.0.0")
         hosts.remove("::")
-        self.ownAddress.withLockedValue { $0 = OwnAddress(hosts: hosts, port: port, scheme: tls ? "https" : "http") }
+        self.ownAddress.withLockedValue {
+            $0 = OwnAddress(hosts: hosts, port: port, scheme: tls ? "https" : "http", urlHost: Self.urlHost(listeningOn: host))
+        }
     }
 
-    /// `http://127.0.0.1:PORT` of the host's own listener, once it listens.
+    /// How the host's own URL names it: loopback where it listens on every address (or on
+    /// loopback), else the address it listens on; IPv6 in brackets.
+    static func urlHost(listeningOn host: String) -> String {
+        switch OutboundPolicy.bare(host) {
+        case "0.0.0.0", "127.0.0.1", "localhost", "": return "127.0.0.1"
+        case "::", "::1": return "[::1]"
+        case let other where other.contains(":"): return "[\(other)]"
+        case let other: return other
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (or the address it listens on) of the host's own listener, once it listens.
     var ownURL: String? {
         self.ownAddress.withLockedValue { address in
-            address.map { "\($0.scheme)://127.0.0.1:\($0.port)" }
+            address.map { "\($0.scheme)://\($0.urlHost):\($0.port)" }
         }
     }
 
