@@ -129,7 +129,7 @@ final class CheckScriptsTests: XCTestCase {
             errors.map(\.description).sorted(),
             [
                 "scripts/pair.lua:2: endpoint: 'keepalive.timeout' must be a number of seconds from 0.01 to 1000000",
-                "scripts/tail.lua:4: endpoint: unknown field 'on_txt'",
+                "scripts/tail.lua:4: endpoint: unknown field 'on_txt'; did you mean on_text?",
             ]
         )
     }
@@ -177,6 +177,16 @@ final class CheckScriptsTests: XCTestCase {
             (#"endpoint { path = "/a", history = { size = 7.5 } }"#, "'history.size' must be a whole number >= 1"),
             (#"endpoint { path = "/a", history = { max_age = 1/0 } }"#, "'history.max_age' must be a number > 0"),
             (#"endpoint { path = "/a", max_message_size = math.huge }"#, "'max_message_size' must be a whole number of bytes from 1 to 1073741824 (1 GiB)"),
+            // Typos at every depth, with the field they were probably meant to be.
+            (#"endpoint { path = "/a", watch = { every = 2, poll = function() end, leadr = true } }"#, "unknown field 'watch.leadr'; did you mean leader?"),
+            (#"endpoint { path = "/a", keepalive = { ping_evry = 5 } }"#, "unknown field 'keepalive.ping_evry'; did you mean ping_every?"),
+            (#"endpoint { path = "/a", heartbeat = { every = 5, mesage = "x" } }"#, "unknown field 'heartbeat.mesage'; did you mean message?"),
+            (#"endpoint { path = "/a", session = { histroy = 5 } }"#, "unknown field 'session.histroy'; did you mean history?"),
+            (#"endpoint { path = "/a", histroy = { size = 5 } }"#, "unknown field 'histroy'; did you mean history?"),
+            (#"endpoint { path = "/a", watch = { every = 2, poll = function() end, [1] = true } }"#, "unknown field 'watch.1'"),
+            // A session named by a parameter the path does not have: every client would get 400.
+            (#"endpoint { path = "/a/:job", session = { param = "jobid" } }"#, "'session.param' is 'jobid', which is not a parameter of the path /a/:job (:job); did you mean job?"),
+            (#"endpoint { path = "/a/:job", session = {} }"#, "'session.param' is 'session', which is not a parameter of the path /a/:job (:job)"),
             // Past NIO's frame decoder's UInt32 bound, or so short or long that they trap or spin.
             (#"endpoint { path = "/a", max_message_size = 8*1024^3 }"#, "'max_message_size' must be a whole number of bytes from 1 to 1073741824 (1 GiB)"),
             (#"endpoint { path = "/a", keepalive = { ping_every = 1e19 } }"#, "'keepalive.ping_every' must be a number of seconds from 0.01 to 1000000 (0 disables it)"),

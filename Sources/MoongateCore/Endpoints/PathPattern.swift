@@ -17,6 +17,14 @@ public struct PathPattern: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// The names of its `:name` parameters, in order.
+    var parameterNames: [String] {
+        self.segments.compactMap { segment in
+            if case .parameter(let name) = segment { return name }
+            return nil
+        }
+    }
+
     /// Patterns that match the same paths (`/a/:x` and `/a/:y`) share a shape.
     var shape: String {
         "/" + self.segments.map { segment in

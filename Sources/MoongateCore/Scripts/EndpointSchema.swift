@@ -15,6 +15,9 @@ enum EndpointSchema {
         "origins": .table, "history": .table, "compression": .boolean,
     ]
     static let historyFields: Set<String> = ["size", "max_bytes", "max_age"]
+    static let watchFields: Set<String> = ["every", "poll", "leader"]
+    static let keepaliveFields: Set<String> = ["ping_every", "timeout"]
+    static let heartbeatFields: Set<String> = ["every", "message"]
     static let sessionFields: [String: Kind] = [
         "param": .string, "history": .number, "max_bytes": .number, "max_age": .number, "retain": .number,
         "closes_on": .table, "resume_wait": .number,
@@ -67,6 +70,17 @@ private struct DefinitionReader {
         let origins = try self.origins()
         let history = try self.history()
         let session = try self.session()
+        if let session {
+            let parameters = PathPattern(path).parameterNames
+            guard parameters.isEmpty || parameters.contains(session.param) else {
+                let listed = parameters.map { ":" + $0 }.joined(separator: ", ")
+                throw Violation(
+                    message: "'session.param' is '\(session.param)', which is not a parameter of the path \(path) (\(listed))"
+                        + Self.suggestion(for: session.param, among: parameters),
+                    field: session.param == SessionSettings().param ? ["session"] : ["session", "param"]
+                )
+            }
+        }
         let has = { (field: String) in self.lua.withField(field, ofTableAt: self.table) { self.lua.type(at: -1) != .nil } }
         return EndpointSpec(
             path: path,
@@ -101,7 +115,7 @@ private struct DefinitionReader {
             guard violation == nil else { return }
             let name = key ?? self.lua.describe(at: -2)
             guard let key, let expected = EndpointSchema.fields[key] else {
-                violation = Violation(message: "unknown field '\(name)'", field: [name])
+                violation = Violation(message: "unknown field '\(name)'" + Self.suggestion(for: name, among: EndpointSchema.fields.keys), field: [name])
                 return
             }
             let actual = self.lua.typeName(at: -1)
@@ -125,6 +139,7 @@ private struct DefinitionReader {
 
     private func watch() throws(Violation) -> (every: Double, leader: Bool)? {
         try self.withTable("watch") { () throws(Violation) -> (every: Double, leader: Bool) in
+            try self.checkKnownFields(of: "watch", EndpointSchema.watchFields)
             let every = try self.interval("every", of: "watch")
             guard self.type(of: "poll") == .function else {
                 throw Violation(message: "'watch.poll' must be a function", field: ["watch", "poll"])
@@ -160,6 +175,7 @@ private struct DefinitionReader {
 
     private func keepalive() throws(Violation) -> (pingEvery: Double, timeout: Double) {
         try self.withTable("keepalive") { () throws(Violation) -> (Double, Double) in
+            try self.checkKnownFields(of: "keepalive", EndpointSchema.keepaliveFields)
             var pingEvery: Double?
             if self.number("ping_every") == 0 {
                 pingEvery = 0
@@ -176,6 +192,7 @@ private struct DefinitionReader {
 
     private func heartbeat() throws(Violation) -> Double? {
         try self.withTable("heartbeat") { () throws(Violation) -> Double in
+            try self.checkKnownFields(of: "heartbeat", EndpointSchema.heartbeatFields)
             let every = try self.interval("every", of: "heartbeat")
             guard [.nil, .table, .string, .function].contains(self.type(of: "message")) else {
                 throw Violation(message: "'heartbeat.message' must be a table, a string or a function", field: ["heartbeat", "message"])
@@ -217,7 +234,10 @@ private struct DefinitionReader {
                 guard violation == nil else { return }
                 guard let key, EndpointSchema.historyFields.contains(key) else {
                     let name = key ?? self.lua.describe(at: -2)
-                    violation = Violation(message: "unknown field 'history.\(name)'", field: ["history", name])
+                    violation = Violation(
+                        message: "unknown field 'history.\(name)'" + Self.suggestion(for: name, among: EndpointSchema.historyFields),
+                        field: ["history", name]
+                    )
                     return
                 }
                 guard let value = Self.finite(self.lua.number(at: -1)), value > 0 else {
@@ -247,7 +267,10 @@ private struct DefinitionReader {
                 guard violation == nil else { return }
                 guard let key, let expected = EndpointSchema.sessionFields[key] else {
                     let name = key ?? self.lua.describe(at: -2)
-                    violation = Violation(message: "unknown field 'session.\(name)'", field: ["session", name])
+                    violation = Violation(
+                        message: "unknown field 'session.\(name)'" + Self.suggestion(for: name, among: EndpointSchema.sessionFields.keys),
+                        field: ["session", name]
+                    )
                     return
                 }
                 if self.lua.typeName(at: -1) != expected.rawValue {
@@ -287,6 +310,44 @@ private struct DefinitionReader {
     }
 
     // MARK: Reading
+
+    /// Every key of the table on top of the stack (the definition's field `table`) is in `known`.
+    private func checkKnownFields(of table: String, _ known: Set<String>) throws(Violation) {
+        var violation: Violation?
+        self.lua.forEachEntry(ofTableAt: -1) { key in
+            guard violation == nil, key.map(known.contains) != true else { return }
+            let name = key ?? self.lua.describe(at: -2)
+            violation = Violation(message: "unknown field '\(table).\(name)'" + Self.suggestion(for: name, among: known), field: [table, name])
+        }
+        if let violation { throw violation }
+    }
+
+    /// "; did you mean leader?" when a known name is a typo or two away from `name`.
+    static func suggestion<Names: Sequence<String>>(for name: String, among known: Names) -> String {
+        let typed = name.lowercased()
+        let scored = known.map { ($0, Self.editDistance(typed, $0)) }.filter { known, distance in
+            distance <= max(1, min(2, typed.count / 2)) || (min(typed.count, known.count) >= 3 && (typed.contains(known) || known.contains(typed)))
+        }
+        guard let best = scored.min(by: { $0.1 < $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }) else { return "" }
+        return "; did you mean \(best.0)?"
+    }
+
+    /// Levenshtein distance, for suggestions.
+    private static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a.utf8)
+        let b = Array(b.utf8)
+        guard !a.isEmpty else { return b.count }
+        guard !b.isEmpty else { return a.count }
+        var previous = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var current = [i + 1] + Array(repeating: 0, count: b.count)
+            for (j, y) in b.enumerated() {
+                current[j + 1] = min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
 
     /// Runs `body` with the definition's table field `name` on top of the stack; nil if absent.
     private func withTable<Result>(_ name: String, _ body: () throws(Violation) -> Result) throws(Violation) -> Result? {
