@@ -11,6 +11,7 @@
 #include <lualib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const int MOONGATE_LUA_OK = LUA_OK;
 static const int MOONGATE_LUA_MULTRET = LUA_MULTRET;
@@ -62,14 +63,11 @@ typedef int (*moongate_swift_function)(lua_State *L);
 // does) so errors raised from C still name the script line that caused them.
 static inline void moongate_describe_error(lua_State *L, lua_State *where, int first_level) {
     int object = lua_gettop(L);
-    const char *message = lua_tostring(L, object);
-    if (message == NULL) {
-        if (luaL_callmeta(L, object, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
-            message = lua_tostring(L, -1);
-        } else {
-            message = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, object));
-        }
-    }
+    // A string or number only: an error object's __tostring would run script code here, outside
+    // the budget (and, for a dead coroutine, outside any protected call).
+    const char *message = lua_type(L, object) == LUA_TSTRING || lua_type(L, object) == LUA_TNUMBER
+        ? lua_tostring(L, object)
+        : lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, object));
     lua_createtable(L, 0, 4);
     lua_pushstring(L, message);
     lua_setfield(L, -2, "message");
@@ -105,7 +103,16 @@ typedef struct {
     long long budget;
     long long spent;
     int tripped;
+    // CLOCK_MONOTONIC nanoseconds past which the running call stops (0: none). The budget counts
+    // instructions; this also bounds calls that repeat C functions whose work is not counted.
+    long long deadline;
 } moongate_limits;
+
+static inline long long moongate_now_nanoseconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
 
 enum { MOONGATE_HOOK_GRANULARITY = 1000 };
 
@@ -125,15 +132,16 @@ static inline void moongate_budget_hook(lua_State *L, lua_Debug *ar);
 
 static inline void moongate_budget_exceeded(lua_State *L) {
     moongate_limits *limits = moongate_limits_of(L);
-    limits->tripped = 1;
+    if (!limits->tripped) limits->tripped = 1;
     lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, 1);
+    const char *what = limits->tripped == 2 ? "time limit (--lua-timeout) exceeded" : "instruction budget exceeded";
     lua_Debug running;
     int level = lua_getstack(L, 0, &running) && lua_getinfo(L, "Sl", &running) && running.currentline > 0;
     if (!level && lua_getstack(L, 1, &running) && lua_getinfo(L, "Sl", &running) && running.currentline > 0) level = 1;
     if (level) {
-        lua_pushfstring(L, "%s:%d: instruction budget exceeded", running.short_src, running.currentline);
+        lua_pushfstring(L, "%s:%d: %s", running.short_src, running.currentline, what);
     } else {
-        lua_pushliteral(L, "instruction budget exceeded");
+        lua_pushstring(L, what);
     }
     lua_error(L);
 }
@@ -143,7 +151,9 @@ static inline void moongate_budget_hook(lua_State *L, lua_Debug *ar) {
     moongate_limits *limits = moongate_limits_of(L);
     if (!limits->tripped) {
         limits->spent += MOONGATE_HOOK_GRANULARITY;
-        if (limits->budget <= 0 || limits->spent < limits->budget) {
+        if (limits->deadline > 0 && moongate_now_nanoseconds() > limits->deadline) {
+            limits->tripped = 2;
+        } else if (limits->budget <= 0 || limits->spent < limits->budget) {
             lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, MOONGATE_HOOK_GRANULARITY);
             return;
         }
@@ -151,11 +161,12 @@ static inline void moongate_budget_hook(lua_State *L, lua_Debug *ar) {
     moongate_budget_exceeded(L);
 }
 
-static inline void moongate_set_budget(lua_State *L, long long budget) {
+static inline void moongate_set_budget(lua_State *L, long long budget, long long time_limit_nanoseconds) {
     moongate_limits *limits = moongate_limits_of(L);
     limits->budget = budget;
     limits->spent = 0;
     limits->tripped = 0;
+    limits->deadline = budget > 0 && time_limit_nanoseconds > 0 ? moongate_now_nanoseconds() + time_limit_nanoseconds : 0;
     if (budget > 0) {
         lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, MOONGATE_HOOK_GRANULARITY);
     } else {
@@ -167,11 +178,12 @@ static inline void moongate_set_budget(lua_State *L, long long budget) {
 // `*spent` instructions of which earlier runs of the same callback already used (time spent waiting
 // between runs is not charged). On return `*spent` is updated and `*nresults` values are on `co`'s
 // stack: the results, the yielded values, or (on an error) the error object.
-static inline int moongate_resume(lua_State *L, lua_State *co, int nargs, int *nresults, long long budget, long long *spent) {
+static inline int moongate_resume(lua_State *L, lua_State *co, int nargs, int *nresults, long long budget, long long *spent, long long time_limit_nanoseconds) {
     moongate_limits *limits = moongate_limits_of(L);
     limits->budget = budget;
     limits->spent = *spent;
     limits->tripped = 0;
+    limits->deadline = budget > 0 && time_limit_nanoseconds > 0 ? moongate_now_nanoseconds() + time_limit_nanoseconds : 0;
     if (budget > 0) {
         lua_sethook(co, moongate_budget_hook, LUA_MASKCOUNT, MOONGATE_HOOK_GRANULARITY);
     }
@@ -180,6 +192,7 @@ static inline int moongate_resume(lua_State *L, lua_State *co, int nargs, int *n
     limits->budget = 0;
     limits->spent = 0;
     limits->tripped = 0;
+    limits->deadline = 0;
     lua_sethook(co, NULL, 0, 0);
     return status;
 }
@@ -240,6 +253,9 @@ static inline void moongate_charge(lua_State *L, lua_Unsigned units) {
 }
 
 static inline int moongate_is_yield(int status) { return status == LUA_YIELD; }
+
+// A full collection (no finalizers run: scripts may not register any).
+static inline void moongate_collect_garbage(lua_State *L) { lua_gc(L, LUA_GCCOLLECT); }
 
 // Memory cap: an allocator that refuses to grow a state past `limit` bytes makes Lua raise a
 // memory error in the script instead of exhausting the host.

@@ -59,12 +59,30 @@ extension LuaState {
         return LuaCoroutine(thread: thread, reference: self.popReference())
     }
 
+    /// Values a callback hands the host when it yields: the prelude's (WAIT, operation id).
+    static let yieldedValues: Int32 = 2
+
     private func run(_ coroutine: LuaCoroutine, arguments: Int32) throws(ScriptError) -> CoroutineOutcome {
         var count: Int32 = 0
         var spent = coroutine.spent
-        let status = moongate_resume(self.pointer, coroutine.thread, arguments, &count, Int64(self.instructionBudget), &spent)
+        let status = moongate_resume(
+            self.pointer, coroutine.thread, arguments, &count, Int64(self.instructionBudget), &spent, self.timeLimitNanoseconds
+        )
         coroutine.spent = spent
-        _ = lua_checkstack(self.pointer, max(count, coroutine.expectedResults) + 1)
+        // The host takes only what it asked for (a script may return or yield any number of
+        // values): the rest are dropped on the coroutine, so the main stack never has to grow
+        // for them.
+        let finishedOrYielded = status == MOONGATE_LUA_OK || moongate_is_yield(status) != 0
+        let wanted = status == MOONGATE_LUA_OK ? coroutine.expectedResults : moongate_is_yield(status) != 0 ? Self.yieldedValues : 1
+        if finishedOrYielded, count > wanted {
+            lua_settop(coroutine.thread, lua_gettop(coroutine.thread) - (count - wanted))
+            count = wanted
+        }
+        let room = self.withoutMemoryLimit { lua_checkstack(self.pointer, wanted + 1) }
+        guard room != 0 else {
+            self.discard(coroutine)
+            throw ScriptError(kind: .memory, script: self.scriptName, line: nil, message: "not enough memory")
+        }
         if status == MOONGATE_LUA_OK {
             let base = self.top
             lua_xmove(coroutine.thread, self.pointer, count)

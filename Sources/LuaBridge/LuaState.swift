@@ -11,6 +11,10 @@ public final class LuaState {
     private let memoryLimit: Int
     /// Instructions one protected call may run before it is stopped; 0 disables the budget.
     public var instructionBudget: Int32
+    /// Seconds one run of a call may take, checked with the budget (every thousand instructions):
+    /// it stops a callback that loops over C functions whose own work the budget does not count.
+    /// 0: no limit. Only applies while the budget does.
+    public var timeLimit: Double = 0
     /// Name used for errors that carry no location of their own.
     public let scriptName: String
     /// Coroutines whose callbacks finished, kept for the next callbacks (see LuaState+Coroutines).
@@ -21,7 +25,7 @@ public final class LuaState {
         self.memoryLimit = memoryLimit
         self.instructionBudget = instructionBudget
         self.allocation = .allocate(capacity: 1)
-        self.allocation.initialize(to: moongate_limits(used: 0, limit: 0, budget: 0, spent: 0, tripped: 0))
+        self.allocation.initialize(to: moongate_limits(used: 0, limit: 0, budget: 0, spent: 0, tripped: 0, deadline: 0))
         guard let pointer = moongate_newstate(self.allocation) else {
             self.allocation.deallocate()
             throw ScriptError(kind: .memory, script: scriptName, line: nil, message: "cannot create a Lua state")
@@ -76,6 +80,27 @@ public final class LuaState {
         return try body()
     }
 
+    var timeLimitNanoseconds: Int64 {
+        self.timeLimit > 0 ? Int64(min(self.timeLimit, 1e9) * 1e9) : 0
+    }
+
+    /// Runs `body`, which pushes values (and returns how many), with the memory cap lifted, since
+    /// a push outside a protected call cannot fail safely; then holds the state to its cap: past
+    /// it, a full collection runs, and if the state is still over, the values are dropped and nil
+    /// is returned. What the host hands a script (a client's message, an I/O call's result) cannot
+    /// pile up past the cap this way.
+    public func pushWithinCap(_ body: () -> Int32) -> Int32? {
+        let base = self.top
+        let pushed = self.withoutMemoryLimit(body)
+        guard self.memoryLimit > 0, self.allocation.pointee.limit > 0, self.allocation.pointee.used > self.memoryLimit else {
+            return pushed
+        }
+        moongate_collect_garbage(self.pointer)
+        guard self.allocation.pointee.used > self.memoryLimit else { return pushed }
+        lua_settop(self.pointer, base)
+        return nil
+    }
+
     /// Bytes the state may still allocate under its memory cap (`Int.max` without one).
     public var memoryAvailable: Int {
         guard self.memoryLimit > 0 else { return .max }
@@ -109,9 +134,9 @@ public final class LuaState {
         let functionIndex = self.top - arguments
         moongate_pushcfunction(self.pointer, moongate_message_handler)
         moongate_insert(self.pointer, functionIndex)
-        moongate_set_budget(self.pointer, Int64(self.instructionBudget))
+        moongate_set_budget(self.pointer, Int64(self.instructionBudget), self.timeLimitNanoseconds)
         let status = moongate_pcall(self.pointer, arguments, results, functionIndex)
-        moongate_set_budget(self.pointer, 0)
+        moongate_set_budget(self.pointer, 0, 0)
         if status == MOONGATE_LUA_OK {
             moongate_remove(self.pointer, functionIndex)
             return
@@ -141,7 +166,7 @@ public final class LuaState {
         var kind: ScriptError.Kind = .runtime
         if status == LUA_ERRMEM || message.hasSuffix("not enough memory") {
             kind = .memory
-        } else if message.hasSuffix("instruction budget exceeded") {
+        } else if message.hasSuffix("instruction budget exceeded") || message.hasSuffix("time limit (--lua-timeout) exceeded") {
             kind = .budget
         }
         return ScriptError.parse(

@@ -824,6 +824,12 @@ static int json_array(lua_State *L) {
     } else {
         luaL_checktype(L, 1, LUA_TTABLE);
         lua_settop(L, 1);
+        // lua_setmetatable would replace any metatable, a protected one included (a conn's).
+        if (lua_getmetatable(L, 1)) {
+            int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+            lua_pop(L, 1);
+            if (!same) return luaL_error(L, "json.array: the table has a metatable of its own");
+        }
     }
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_setmetatable(L, 1);

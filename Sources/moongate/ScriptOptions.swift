@@ -67,6 +67,10 @@ struct ScriptOptions: ParsableArguments {
     }
 
     func validate() throws {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: self.directory, isDirectory: &isFolder), isFolder.boolValue else {
+            throw ValidationError("\(self.directory): no such folder (give the folder of your *.lua endpoint scripts)")
+        }
         guard (1...(1 << 20)).contains(self.luaMemory) else { throw ValidationError("--lua-memory must be 1...1048576 MiB") }
         guard self.luaBudget > 0 else { throw ValidationError("--lua-budget must be positive") }
         guard self.luaTimeout > 0, self.luaTimeout <= ServerConfiguration.maximumSeconds else {

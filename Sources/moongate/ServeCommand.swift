@@ -95,6 +95,9 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var console = true
 
+    @Option(name: .long, help: "Write the host's process id to this file once it listens (removed when it stops), for kill -HUP $(cat FILE).")
+    var pidFile: String?
+
     @Option(name: .long, help: "permessage-deflate for clients that offer it: on or off (endpoints may turn it off with compression = false).")
     var compression: Switch = .on
 
@@ -165,7 +168,7 @@ struct ServeCommand: AsyncParsableCommand {
         let server = MoongateServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: HostService(server: server, logger: logger))],
+                services: [.init(service: HostService(server: server, pidFile: self.pidFile, logger: logger))],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
@@ -185,6 +188,7 @@ struct ServeCommand: AsyncParsableCommand {
 /// Runs the server as a service: reloads on SIGHUP until a graceful shutdown (SIGTERM/SIGINT).
 struct HostService: Service {
     let server: MoongateServer
+    let pidFile: String?
     let logger: Logger
 
     func run() async throws {
@@ -196,11 +200,29 @@ struct HostService: Service {
             await self.server.shutdown()
             throw error
         }
+        if let pidFile = self.pidFile {
+            self.writePID(to: pidFile)
+        }
         for await _ in hangups.cancelOnGracefulShutdown() {
             self.logger.info("SIGHUP: reloading scripts")
             _ = await self.server.reload()
         }
         await self.server.shutdown()
+        if let pidFile = self.pidFile {
+            try? FileManager.default.removeItem(atPath: pidFile)
+        }
         self.logger.info("stopped")
+    }
+
+    /// Written whole (a temporary file renamed over it), so a reader never sees half a number.
+    private func writePID(to path: String) {
+        let temporary = path + ".\(getpid()).tmp"
+        do {
+            try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: temporary))
+            _ = try FileManager.default.replaceItemAt(URL(fileURLWithPath: path), withItemAt: URL(fileURLWithPath: temporary))
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            self.logger.error("--pid-file \(path): cannot write it: \(error)")
+        }
     }
 }

@@ -73,6 +73,84 @@ final class ContainmentTests: XCTestCase {
     }
 }
 
+extension ContainmentTests {
+    /// Pushes the function `source` returns.
+    private func pushFunction(_ lua: LuaState, _ source: String) throws {
+        try lua.load(source: Array(source.utf8), chunkName: "co.lua")
+        try lua.call(arguments: 0, results: 1)
+    }
+
+    func testAnErrorObjectsToStringIsNeverCalledByTheHost() throws {
+        let lua = try LuaState(scriptName: "co.lua", instructionBudget: 1_000_000)
+        for body in ["error(\"x\")", "while true do end", "local t = {} for i = 1, 1e7 do t[i] = i end"] {
+            try self.pushFunction(lua, """
+                return function()
+                  error(setmetatable({}, { __tostring = function() \(body) end }))
+                end
+                """)
+            let error = try XCTUnwrap(expectScriptError { () throws(ScriptError) in _ = try lua.start(arguments: 0, results: 1) })
+            XCTAssertEqual(error.message, "(error object is a table value)", body)
+            XCTAssertEqual(lua.top, 0)
+        }
+    }
+
+    func testACallbackReturningOrYieldingHugeNumbersOfValuesHandsTheHostOnlyWhatItWants() throws {
+        let lua = try LuaState(scriptName: "co.lua", memoryLimit: 32 << 20, instructionBudget: 10_000_000)
+        try self.pushFunction(lua, "return function() local t = {} for i = 1, 300000 do t[i] = i end return 1, table.unpack(t) end")
+        let (_, finished) = try lua.start(arguments: 0, results: 1)
+        XCTAssertEqual(finished, .finished)
+        XCTAssertEqual(lua.integer(at: -1), 1)
+        XCTAssertEqual(lua.top, 1)
+        lua.pop()
+        try self.pushFunction(lua, "return function() local t = {} for i = 1, 300000 do t[i] = i end coroutine.yield('a', 'b', table.unpack(t)) end")
+        let (coroutine, yielded) = try lua.start(arguments: 0, results: 1)
+        XCTAssertEqual(yielded, .suspended(values: 2))
+        XCTAssertEqual(lua.string(at: -2), "a")
+        XCTAssertEqual(lua.string(at: -1), "b")
+        lua.pop(2)
+        lua.discard(coroutine)
+    }
+
+    func testTheTimeLimitStopsALoopOfUncountedCWork() throws {
+        let lua = try LuaState(scriptName: "t.lua", instructionBudget: Int32.max)
+        lua.timeLimit = 0.3
+        let started = ContinuousClock.now
+        let error = try XCTUnwrap(expectScriptError { () throws(ScriptError) in
+            try lua.run("""
+                local t = {}
+                for i = 1, 2^18 do t[i] = i end
+                while true do table.insert(t, 1, 0); table.remove(t, 1) end
+                """, results: 0)
+        })
+        XCTAssertEqual(error.kind, .budget)
+        XCTAssertEqual(error.message, "time limit (--lua-timeout) exceeded")
+        XCTAssertEqual(error.line, 3)
+        // Stopped by the limit, not by anything else: well before the budget could.
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(20))
+    }
+
+    func testValuesPushedPastTheCapAreRefused() throws {
+        let lua = try LuaState(scriptName: "t.lua", memoryLimit: 4 << 20)
+        try lua.run("held = {} for i = 1, 3 do held[i] = string.rep('x', 1000000) .. i end", results: 0)
+        let big = [UInt8](repeating: 0x61, count: 2 << 20)
+        let refused = lua.pushWithinCap {
+            big.withUnsafeBytes { lua.push(bytes: $0) }
+            return 1
+        }
+        XCTAssertNil(refused)
+        XCTAssertEqual(lua.top, 0)
+        // Garbage is collected before refusing: the same push fits once the script lets go.
+        try lua.run("held = nil", results: 0)
+        let accepted = lua.pushWithinCap {
+            big.withUnsafeBytes { lua.push(bytes: $0) }
+            return 1
+        }
+        XCTAssertEqual(accepted, 1)
+        lua.pop()
+    }
+}
+
+
 private let pushEightMegabytes: moongate_swift_function = { state in
     let bytes = [CChar](repeating: 0x61, count: 8 << 20)
     bytes.withUnsafeBufferPointer { _ = lua_pushlstring(state, $0.baseAddress, $0.count) }

@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from hostile_support import PING, PONG, TEXT, RawClient, frame
@@ -721,6 +721,22 @@ return endpoint {
         with_other_fields = attempt({ __index = {}, __gc = function() end }),
       }
     end,
+    -- The metatables the host shares between its objects are hidden, so none can be given a __gc
+    -- that every later object of that kind would carry; json.array does not replace them either.
+    shared = function(conn)
+      local timer = after(100000, function() end)
+      timer:cancel()
+      return {
+        type = "shared",
+        timer = tostring(getmetatable(timer)),
+        conn = tostring(getmetatable(conn)),
+        cluster = tostring(getmetatable(cluster)),
+        array = tostring(getmetatable(json.decode("[]"))),
+        string = tostring(getmetatable("")),
+        array_of_conn = select(2, pcall(json.array, conn)),
+        conn_still = tostring(getmetatable(conn)),
+      }
+    end,
     collect = function(conn)
       pcall(collectgarbage)
       pcall(collectgarbage)
@@ -745,6 +761,11 @@ def test_finalizers_are_refused_in_the_sandbox(hosts, tmp_path):
             result = attempts[name]
             assert result["ok"] is False, f"setmetatable with __gc ({name}) was accepted"
             assert "__gc" in result["err"], f"{name}: the error does not mention __gc: {result['err']}"
+        shared = client.call("shared")
+        assert {key: shared[key] for key in ("timer", "conn", "cluster", "array", "string")} == {
+            "timer": "timer", "conn": "conn", "cluster": "cluster", "array": "json.array", "string": "string"
+        }, shared
+        assert "metatable of its own" in shared["array_of_conn"] and shared["conn_still"] == "conn", shared
         # A full collection runs no script finalizer: the executor answers.
         assert client.call("collect", timeout=STEP)["type"] == "collected"
         started = time.monotonic()
@@ -1032,9 +1053,45 @@ def test_a_failing_module_keeps_nothing(hosts, tmp_path):
     assert_serving(host)
 
 
+RING_LUA = r"""
+-- Slots made at load, so keeping a message in one allocates nothing of the script's own: only the
+-- message the host hands over grows the state.
+local ring, n = {}, 0
+for i = 1, 40 do ring[i] = false end
+return endpoint {
+  path = "/ring",
+  max_message_size = 2000000,
+  on_text = function(conn, text)
+    n = n + 1
+    ring[(n % 40) + 1] = text
+    return "kept " .. n
+  end,
+}
+"""
+
+
+def test_messages_a_script_keeps_count_against_its_cap(hosts, tmp_path):
+    host = hosts(write_scripts(tmp_path, {"ring.lua": RING_LUA}), "--lua-memory", 16)
+    message = "m" * 1_500_000
+    replies = []
+    with connect(host.url("/ring"), max_size=None) as client, RssPeak(host) as rss:
+        for _ in range(40):
+            client.send(message)
+            replies.append(client.recv(timeout=STEP))
+    kept = [reply for reply in replies if reply.startswith("kept ")]
+    refused = [reply for reply in replies if not reply.startswith("kept ")]
+    # 16 MiB holds about ten such messages; the rest are refused with an error reply, not kept.
+    assert 3 <= len(kept) <= 12, replies[:3]
+    assert refused and all(json.loads(reply)["type"] == "error" for reply in refused), refused[:2]
+    print(f"RSS {rss.before} KiB, peak {rss.peak} KiB; kept {len(kept)} of 40 messages of 1.5 MB")
+    assert rss.growth_mib < 45, f"RSS grew {rss.growth_mib:.0f} MiB for a script capped at 16 MiB"
+    assert_serving(host)
+
+
 # 9. Sessions bounded host-wide ------------------------------------------------------------------
 
 EMIT_LUA = r"""
+endpoint { path = "/follow/:session", session = {} }
 return endpoint {
   path = "/emitter",
   on = {
@@ -1082,6 +1139,15 @@ def test_sessions_past_the_count_limit_are_refused_with_507(hosts, tmp_path):
         assert client.call("emit", session="c3")["ok"] is True
     assert host.http("GET", "/sessions/c5/events")[0] == 404
     assert host.sample("moongate_session_appends_refused_total", reason="count") >= 1
+    # A client naming a new session would create one too: refused at the handshake.
+    with pytest.raises(InvalidStatus) as refused:
+        with connect(host.url("/follow/c6"), open_timeout=STEP):
+            pass
+    assert refused.value.response.status_code == 507
+    assert "--sessions-max-count" in refused.value.response.body.decode()
+    assert host.http("GET", "/sessions/c6/events")[0] == 404
+    with connect(host.url("/follow/c1"), open_timeout=STEP) as follower:
+        assert json.loads(follower.recv(timeout=STEP))["type"] == "ready"
     assert_serving(host)
 
 

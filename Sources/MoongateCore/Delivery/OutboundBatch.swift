@@ -121,7 +121,7 @@ struct OutboundBatch {
             }
         }
         if self.heldBytes > Self.flushThreshold {
-            self.flush()
+            self.flush(endOfTask: false)
         }
     }
 
@@ -129,12 +129,15 @@ struct OutboundBatch {
         self.operations[ObjectIdentifier(loop), default: (loop, [])].operations.append(operation)
     }
 
-    mutating func flush() {
+    /// Hands the operations to the I/O loops. `endOfTask`: the script's task is over, so the
+    /// clients cut for their queued sends are forgotten too (within a task they stay cut, and
+    /// `appendSend` keeps refusing them).
+    mutating func flush(endOfTask: Bool = true) {
+        self.queuedBytes = endOfTask ? [:] : self.queuedBytes.filter { $0.value == nil }
+        self.heldBytes = 0
         guard !self.operations.isEmpty else { return }
         let batches = self.operations.values
         self.operations = [:]
-        self.queuedBytes = [:]
-        self.heldBytes = 0
         for (loop, operations) in batches {
             loop.execute {
                 Self.perform(operations, on: loop)

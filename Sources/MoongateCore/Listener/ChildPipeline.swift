@@ -208,7 +208,8 @@ struct ChildPipeline: Sendable {
                 return headers
             }.flatMapError { error in
                 self.logger.warning("refused a client of session \(id): \(error)")
-                handshake.value.refusal = .error(.serviceUnavailable, "\(error)")
+                let status: HTTPResponseStatus = if case SessionError.full = error { .insufficientStorage } else { .serviceUnavailable }
+                handshake.value.refusal = .error(status, "\(error)")
                 return loop.makeSucceededFuture(nil)
             }
         }

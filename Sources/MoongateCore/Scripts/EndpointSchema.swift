@@ -29,6 +29,8 @@ enum EndpointSchema {
     static let minimumInterval: Double = 0.01
     static let maximumInterval = ServerConfiguration.maximumSeconds
     static let maximumMessageSize = ServerConfiguration.maximumMessageSize
+    /// Ages and retention may be long, but not so long that the cluster's SQL intervals overflow.
+    static let maximumAge: Double = 1e9
 
     static let defaultPingEvery: Double = 20
     static let defaultPingTimeout: Double = 10
@@ -246,6 +248,8 @@ private struct DefinitionReader {
                 }
                 if key != "max_age", !Self.isWhole(value) {
                     violation = Violation(message: "'history.\(key)' must be a whole number >= 1", field: ["history", key])
+                } else if key == "max_age", value > EndpointSchema.maximumAge {
+                    violation = Violation(message: "'history.max_age' must be at most \(Int(EndpointSchema.maximumAge)) seconds", field: ["history", key])
                 }
             }
             if let violation { throw violation }
@@ -288,8 +292,9 @@ private struct DefinitionReader {
                 }
             }
             for key in ["max_age", "retain", "resume_wait"] {
-                if let value = self.number(key), value < 0 {
-                    throw Violation(message: "'session.\(key)' must be a number of seconds >= 0", field: ["session", key])
+                let longest = key == "resume_wait" ? EndpointSchema.maximumInterval : EndpointSchema.maximumAge
+                if let value = self.number(key), value < 0 || value > longest {
+                    throw Violation(message: "'session.\(key)' must be a number of seconds from 0 to \(Int(longest))", field: ["session", key])
                 }
             }
             settings.param = self.lua.withField("param", ofTableAt: -1) { self.lua.string(at: -1) } ?? settings.param

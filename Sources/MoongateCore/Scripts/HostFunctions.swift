@@ -166,7 +166,11 @@ enum HostFunctions {
         let level = levels[min(max(lua.integer(at: 1) ?? 1, 0), levels.count - 1)]
         let message = lua.string(at: 2) ?? ""
         let location = lua.string(at: 3) ?? context.file.displayName
-        context.logger.log(level: level, "\(location): \(message)")
+        // The logger already names the script: the line is enough, unless a module logged.
+        let inScript = context.file.displayName + ":"
+        let metadata: Logger.Metadata =
+            location.hasPrefix(inScript) ? ["line": "\(location.dropFirst(inScript.count))"] : ["at": "\(location)"]
+        context.logger.log(level: level, "\(message)", metadata: metadata)
         return 0
     }
 

@@ -58,10 +58,17 @@ extension ScriptContext {
         results: Int32,
         _ pushArguments: (LuaState) -> Int32
     ) throws(ScriptError) -> CallOutcome {
-        let arguments = self.lua.withoutMemoryLimit {
+        let pushed = self.lua.pushWithinCap {
             self.lua.pushReference(self.dispatch(function))
-            return pushArguments(self.lua)
+            return pushArguments(self.lua) + 1
         }
+        guard let pushed else {
+            throw ScriptError(
+                kind: .memory, script: self.file.displayName, line: nil,
+                message: "\(function): the script's state is at its memory cap (--lua-memory): not enough memory"
+            )
+        }
+        let arguments = pushed - 1
         let started = NIODeadline.now()
         self.startedOperation = nil
         self.isRunningCallback = true
@@ -156,9 +163,19 @@ extension ScriptContext {
         guard let callback = self.waitingCallbacks.removeValue(forKey: id) else {
             return  // timed out or cancelled meanwhile
         }
-        self.lua.withoutMemoryLimit {
+        var values = values
+        if self.lua.pushWithinCap({
             for value in values {
                 self.lua.push(value)
+            }
+            return Int32(values.count)
+        }) == nil {
+            // The I/O call fails as one that could not be made: nil and why.
+            values = [.nil, .text("the result would pass the script's memory cap (--lua-memory)")]
+            self.lua.withoutMemoryLimit {
+                for value in values {
+                    self.lua.push(value)
+                }
             }
         }
         let resumed = NIODeadline.now()

@@ -78,6 +78,7 @@ final class ScriptContext {
             memoryLimit: services.limits.memoryBytes,
             instructionBudget: services.limits.instructionBudget
         )
+        self.lua.timeLimit = services.limits.callTimeout
         self.specs = []
         self.lua.setContext(Unmanaged.passUnretained(self).toOpaque())
 

@@ -340,7 +340,7 @@ function publish(path, message)
   return host.publish(path, encode(message, "publish message", 2))
 end
 
-local Timer = {}
+local Timer = { __metatable = "timer" }  -- hidden: every timer shares it
 Timer.__index = Timer
 function Timer:cancel()
   if timers[self.id] then
@@ -411,6 +411,7 @@ cluster = setmetatable({
 }, {
   __index = function(_, key) if key == "node_id" then return host.cluster_node_id() end end,
   __newindex = function() error("cluster is read-only", 2) end,
+  __metatable = "cluster",
 })
 
 -- HTTP -----------------------------------------------------------------------------------------

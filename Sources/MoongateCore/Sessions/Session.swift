@@ -121,9 +121,13 @@ final class Session: Sendable {
         return result
     }
 
+    /// 32 hex digits, always (each half zero-padded).
     static func makeEpoch() -> String {
         var generator = SystemRandomNumberGenerator()
-        return (0..<2).map { _ in String(generator.next() as UInt64, radix: 16) }.joined()
+        return (0..<2).map { _ in
+            let half = String(generator.next() as UInt64, radix: 16)
+            return String(repeating: "0", count: 16 - half.count) + half
+        }.joined()
     }
 
     struct Appended {

@@ -196,7 +196,8 @@ final class SessionStore: Sendable {
     /// The session a client follows, created if needed: in a cluster, loaded from the log.
     func follow(_ id: String, settings: SessionSettings, on loop: any EventLoop) -> EventLoopFuture<Session> {
         guard let cluster = self.cluster else {
-            return loop.makeSucceededFuture(self.session(id, creatingWith: settings))
+            // A client naming a new session creates it: within --sessions-max-count like an append.
+            return loop.makeCompletedFuture(self.admittedSession(id, creatingWith: settings).mapError { $0 as any Error })
         }
         if let session = self.existing(id) {
             session.touch()

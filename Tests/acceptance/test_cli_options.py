@@ -1,0 +1,59 @@
+"""First-day edges of the command line (issue #26): a pid file that names exactly this host, a
+missing scripts folder named as such, and session epochs of one fixed length."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import urllib.request
+
+from moongate_process import MOONGATE, MoongateProcess
+
+ECHO = 'return endpoint { path = "/echo", on_text = function(conn, text) return text end }\n'
+
+
+def test_the_pid_file_names_this_host_and_goes_when_it_stops(tmp_path):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "echo.lua").write_text(ECHO)
+    pid_file = tmp_path / "run" / "moongate.pid"
+    pid_file.parent.mkdir()
+    host = MoongateProcess(scripts, "--pid-file", pid_file).start()
+    try:
+        # Written once the host listens, which start() waited for.
+        assert pid_file.read_text() == f"{host.pid}\n"
+        mark = host.log_mark()
+        os.kill(int(pid_file.read_text()), signal.SIGHUP)
+        host.wait_for_log(lambda line: "SIGHUP: reloading scripts" in line, timeout=10, since=mark)
+        assert host.alive()
+    finally:
+        assert host.stop() == 0
+    assert not pid_file.exists()
+
+
+def test_a_missing_scripts_folder_is_named_as_such(tmp_path):
+    missing = tmp_path / "no-scripts-here"
+    for command in (["check", str(missing)], ["serve", str(missing), "--port", "0"]):
+        result = subprocess.run([str(MOONGATE), *command], capture_output=True, text=True, timeout=30)
+        assert result.returncode != 0
+        assert f"{missing}: no such folder" in result.stderr, result.stderr
+        assert "NSCocoaErrorDomain" not in result.stderr
+
+
+def test_session_epochs_are_32_hex_digits(tmp_path):
+    (tmp_path / "s.lua").write_text('return endpoint { path = "/ws/s/:session", session = {} }\n')
+    host = MoongateProcess(tmp_path).start()
+    try:
+        epochs = set()
+        for index in range(40):
+            request = urllib.request.Request(
+                host.http_url(f"/sessions/e{index}/events"), data=b'{"type":"x"}', method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                epochs.add(json.loads(response.read())["epoch"])
+        assert len(epochs) == 40
+        assert all(re.fullmatch(r"[0-9a-f]{32}", epoch) for epoch in epochs), epochs
+    finally:
+        host.stop()
