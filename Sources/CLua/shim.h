@@ -286,6 +286,14 @@ static inline lua_State *moongate_newstate(moongate_limits *allocation) {
     return L;
 }
 
+// Calls the library function a wrapper replaced (its upvalue) with the wrapper's arguments.
+static inline int moongate_call_original(lua_State *L) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 // string.rep with its work charged to the budget, a repetition an instruction; an empty result is
 // made without looping (Lua's own loops once per repetition even when there is nothing to copy).
 static inline int moongate_string_rep(lua_State *L) {
@@ -298,10 +306,7 @@ static inline int moongate_string_rep(lua_State *L) {
         return 1;
     }
     moongate_charge(L, (lua_Unsigned)count);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return moongate_call_original(L);
 }
 
 // table.move with its work charged to the budget, an element an instruction.
@@ -309,10 +314,7 @@ static inline int moongate_table_move(lua_State *L) {
     lua_Integer first = luaL_checkinteger(L, 2);
     lua_Integer last = luaL_checkinteger(L, 3);
     if (last >= first) moongate_charge(L, (lua_Unsigned)last - (lua_Unsigned)first + 1u);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return moongate_call_original(L);
 }
 
 // charge(units): for the prelude, which charges the compiler's work in `load` this way.

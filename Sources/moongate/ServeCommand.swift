@@ -95,7 +95,7 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var console = true
 
-    @Option(name: .long, help: "Write the host's process id to this file once it listens (removed when it stops), for kill -HUP $(cat FILE).")
+    @Option(name: .long, help: "Write the host's process id to this file as it starts (removed when it stops), for kill -HUP $(cat FILE).")
     var pidFile: String?
 
     @Option(name: .long, help: "permessage-deflate for clients that offer it: on or off (endpoints may turn it off with compression = false).")
@@ -136,6 +136,18 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         ProcessSecrets.scrub()
         let logger = self.logging.bootstrap()
+        // Before anything starts (nothing to stop if it fails), so it is there once the host says
+        // it listens. Until HostService traps SIGHUP, one sent by a reader of the file is ignored
+        // rather than fatal (the scripts being loaded then are the newest anyway).
+        signal(SIGHUP, SIG_IGN)
+        if let pidFile = self.pidFile {
+            try HostService.writePID(to: pidFile)
+        }
+        defer {
+            if let pidFile = self.pidFile {
+                try? FileManager.default.removeItem(atPath: pidFile)
+            }
+        }
         FileDescriptorLimit.raiseToMaximum()
         var configuration = ServerConfiguration(
             host: self.host,
@@ -168,7 +180,7 @@ struct ServeCommand: AsyncParsableCommand {
         let server = MoongateServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: HostService(server: server, pidFile: self.pidFile, logger: logger))],
+                services: [.init(service: HostService(server: server, logger: logger))],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
@@ -188,7 +200,6 @@ struct ServeCommand: AsyncParsableCommand {
 /// Runs the server as a service: reloads on SIGHUP until a graceful shutdown (SIGTERM/SIGINT).
 struct HostService: Service {
     let server: MoongateServer
-    let pidFile: String?
     let logger: Logger
 
     func run() async throws {
@@ -200,29 +211,32 @@ struct HostService: Service {
             await self.server.shutdown()
             throw error
         }
-        if let pidFile = self.pidFile {
-            self.writePID(to: pidFile)
-        }
         for await _ in hangups.cancelOnGracefulShutdown() {
             self.logger.info("SIGHUP: reloading scripts")
             _ = await self.server.reload()
         }
         await self.server.shutdown()
-        if let pidFile = self.pidFile {
-            try? FileManager.default.removeItem(atPath: pidFile)
-        }
         self.logger.info("stopped")
     }
 
-    /// Written whole (a temporary file renamed over it), so a reader never sees half a number.
-    private func writePID(to path: String) {
+    /// Written whole (a temporary file renamed over it), so a reader never sees half a number. A
+    /// file that cannot be written stops the host, as nginx does: whatever reads it would signal
+    /// the wrong process or none.
+    static func writePID(to path: String) throws {
         let temporary = path + ".\(getpid()).tmp"
         do {
             try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: temporary))
-            _ = try FileManager.default.replaceItemAt(URL(fileURLWithPath: path), withItemAt: URL(fileURLWithPath: temporary))
         } catch {
-            try? FileManager.default.removeItem(atPath: temporary)
-            self.logger.error("--pid-file \(path): cannot write it: \(error)")
+            throw PIDFileError(description: "--pid-file \(path): cannot write it (\(error.localizedDescription))")
         }
+        guard rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw PIDFileError(description: "--pid-file \(path): cannot write it (\(reason))")
+        }
+    }
+
+    struct PIDFileError: Error, CustomStringConvertible {
+        let description: String
     }
 }

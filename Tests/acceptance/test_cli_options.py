@@ -21,7 +21,7 @@ def test_the_pid_file_names_this_host_and_goes_when_it_stops(tmp_path):
     pid_file.parent.mkdir()
     host = MoongateProcess(scripts, "--pid-file", pid_file).start()
     try:
-        # Written once the host listens, which start() waited for.
+        # Written before the host listens, which start() waited for.
         assert pid_file.read_text() == f"{host.pid}\n"
         mark = host.log_mark()
         os.kill(int(pid_file.read_text()), signal.SIGHUP)
@@ -30,6 +30,16 @@ def test_the_pid_file_names_this_host_and_goes_when_it_stops(tmp_path):
     finally:
         assert host.stop() == 0
     assert not pid_file.exists()
+
+
+def test_a_pid_file_that_cannot_be_written_stops_the_host(tmp_path):
+    (tmp_path / "echo.lua").write_text(ECHO)
+    result = subprocess.run(
+        [str(MOONGATE), "serve", str(tmp_path), "--port", "0", "--pid-file", str(tmp_path / "no" / "such" / "x.pid")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert "--pid-file" in result.stderr and "cannot write it" in result.stderr, result.stderr[-2000:]
 
 
 def test_a_missing_scripts_folder_is_named_as_such(tmp_path):

@@ -192,23 +192,7 @@ class Client:
         self.next_id += 1
         request_id = self.next_id
         self.ws.send(json.dumps({"type": kind, "id": request_id, **fields}))
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no reply to {kind!r} within {timeout} s (other frames: {self.others[-5:]!r})")
-            try:
-                raw = self.ws.recv(timeout=remaining)
-            except TimeoutError:
-                continue
-            if isinstance(raw, str):
-                try:
-                    message = json.loads(raw)
-                except ValueError:
-                    message = None
-                if isinstance(message, dict) and message.get("id") == request_id:
-                    return message
-            self.others.append(raw if len(raw) < 200 else raw[:200])
+        return self.wait_for(lambda message: message.get("id") == request_id, timeout, f"reply to {kind!r}")
 
     def wait_for(self, predicate, timeout=STEP, what="a message"):
         """Reads until a JSON message matching `predicate` arrives; returns it."""
