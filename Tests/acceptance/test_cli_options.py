@@ -1,5 +1,5 @@
-"""First-day edges of the command line (issue #26): a pid file that names exactly this host, a
-missing scripts folder named as such, and session epochs of one fixed length."""
+"""First-day edges (issue #26): a pid file that names exactly this host, a missing scripts folder
+named as such, session epochs of one fixed length, and a reload that changes nothing sending nothing."""
 
 import json
 import os
@@ -7,6 +7,8 @@ import re
 import signal
 import subprocess
 import urllib.request
+
+from websockets.sync.client import connect
 
 from moongate_process import MOONGATE, MoongateProcess
 
@@ -65,5 +67,38 @@ def test_session_epochs_are_32_hex_digits(tmp_path):
                 epochs.add(json.loads(response.read())["epoch"])
         assert len(epochs) == 40
         assert all(re.fullmatch(r"[0-9a-f]{32}", epoch) for epoch in epochs), epochs
+    finally:
+        host.stop()
+
+
+WATCH_LUA = r"""
+return endpoint {
+  path = "/w",
+  watch = { every = 0.05, poll = function() log.info("polled") return read_json("data.json") end },
+}
+"""
+
+
+def test_a_reload_that_changes_nothing_sends_watchers_clients_nothing(tmp_path):
+    # Thirty keys: a new Lua state encodes them in another order with near certainty.
+    value = {f"key{index}": index for index in range(30)}
+    (tmp_path / "data.json").write_text(json.dumps(value))
+    (tmp_path / "w.lua").write_text(WATCH_LUA)
+    host = MoongateProcess(tmp_path).start()
+    try:
+        with connect(host.url("/w")) as client:
+            assert json.loads(client.recv(timeout=10)) == value
+            mark = host.log_mark()
+            os.kill(host.pid, signal.SIGHUP)
+            reloaded = host.wait_for_log(lambda line: "reloaded scripts" in line, timeout=10, since=mark)
+            # The new state's watcher has polled the unchanged file (twice, to be sure it compared).
+            after = host.lines.index(reloaded)
+            host.wait_for_log(lambda line: "polled" in line, timeout=10, since=after + 1)
+            polled = host.log_mark()
+            host.wait_for_log(lambda line: "polled" in line, timeout=10, since=polled)
+            changed = {**value, "new": True}
+            (tmp_path / "data.json").write_text(json.dumps(changed))
+            # The first message after the reload is the real change, not the old value reordered.
+            assert json.loads(client.recv(timeout=10)) == changed
     finally:
         host.stop()

@@ -95,7 +95,7 @@ extension ScriptContext {
             if self.lastPollError.removeValue(forKey: index) != nil {
                 self.logger.info("watcher recovered", metadata: ["endpoint": "\(slot.pattern)"])
             }
-            guard let value, value != slot.snapshot else { return }
+            guard let value, !SameJSON.same(value, slot.snapshot) else { return }
             slot.snapshot = value
             self.batch.appendBroadcast(.text(value), to: [(slot, nil)], histories: .record(self.services.sessions))
             leads?.bus.relay(path: slot.pattern.description, text: value, snapshot: true)
