@@ -161,12 +161,13 @@ static inline void moongate_budget_hook(lua_State *L, lua_Debug *ar) {
     moongate_budget_exceeded(L);
 }
 
-static inline void moongate_set_budget(lua_State *L, long long budget, long long time_limit_nanoseconds) {
+// `deadline`: CLOCK_MONOTONIC nanoseconds past which the call stops (0: none).
+static inline void moongate_set_budget(lua_State *L, long long budget, long long deadline) {
     moongate_limits *limits = moongate_limits_of(L);
     limits->budget = budget;
     limits->spent = 0;
     limits->tripped = 0;
-    limits->deadline = budget > 0 && time_limit_nanoseconds > 0 ? moongate_now_nanoseconds() + time_limit_nanoseconds : 0;
+    limits->deadline = budget > 0 ? deadline : 0;
     if (budget > 0) {
         lua_sethook(L, moongate_budget_hook, LUA_MASKCOUNT, MOONGATE_HOOK_GRANULARITY);
     } else {
@@ -178,12 +179,14 @@ static inline void moongate_set_budget(lua_State *L, long long budget, long long
 // `*spent` instructions of which earlier runs of the same callback already used (time spent waiting
 // between runs is not charged). On return `*spent` is updated and `*nresults` values are on `co`'s
 // stack: the results, the yielded values, or (on an error) the error object.
-static inline int moongate_resume(lua_State *L, lua_State *co, int nargs, int *nresults, long long budget, long long *spent, long long time_limit_nanoseconds) {
+// `deadline` as for moongate_set_budget: the callback's, fixed when it started, so waits do not
+// extend it.
+static inline int moongate_resume(lua_State *L, lua_State *co, int nargs, int *nresults, long long budget, long long *spent, long long deadline) {
     moongate_limits *limits = moongate_limits_of(L);
     limits->budget = budget;
     limits->spent = *spent;
     limits->tripped = 0;
-    limits->deadline = budget > 0 && time_limit_nanoseconds > 0 ? moongate_now_nanoseconds() + time_limit_nanoseconds : 0;
+    limits->deadline = budget > 0 ? deadline : 0;
     if (budget > 0) {
         lua_sethook(co, moongate_budget_hook, LUA_MASKCOUNT, MOONGATE_HOOK_GRANULARITY);
     }
@@ -246,9 +249,12 @@ static inline void moongate_charge(lua_State *L, lua_Unsigned units) {
     lua_Unsigned room = limits->spent < limits->budget ? (lua_Unsigned)(limits->budget - limits->spent) : 0;
     if (units < room) {
         limits->spent += (long long)units;
-        return;
+        // A large piece of work is a moment to look at the clock too (small ones wait for the hook).
+        if (units < 1024 || limits->deadline <= 0 || moongate_now_nanoseconds() <= limits->deadline) return;
+        limits->tripped = 2;
+    } else {
+        limits->spent = limits->budget;
     }
-    limits->spent = limits->budget;
     moongate_budget_exceeded(L);
 }
 
@@ -286,12 +292,27 @@ static inline lua_State *moongate_newstate(moongate_limits *allocation) {
     return L;
 }
 
-// Calls the library function a wrapper replaced (its upvalue) with the wrapper's arguments.
+// Calls the library function a wrapper replaced (its upvalue) with the wrapper's arguments, and
+// returns all it returns.
 static inline int moongate_call_original(lua_State *L) {
+    int base = lua_gettop(L);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    lua_call(L, base, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+// A library function whose work grows with its first argument (a string's bytes, a table's
+// length), charged before it runs: length / upvalue 2 instructions. Without it a loop calling
+// s:upper() on a long string, or table.insert(t, 1, x) on a long table, runs minutes on a budget
+// meant for a fraction of a second.
+static inline int moongate_charged_by_length(lua_State *L) {
+    int type = lua_type(L, 1);
+    if (type == LUA_TSTRING || type == LUA_TTABLE) {
+        lua_Unsigned per = (lua_Unsigned)lua_tointeger(L, lua_upvalueindex(2));
+        moongate_charge(L, (lua_Unsigned)lua_rawlen(L, 1) / (per > 0 ? per : 1));
+    }
+    return moongate_call_original(L);
 }
 
 // string.rep with its work charged to the budget, a repetition an instruction; an empty result is
@@ -356,6 +377,25 @@ static inline void moongate_open_sandboxed_libraries(lua_State *L) {
     lua_pop(L, 1);
     moongate_wrap_library_function(L, LUA_STRLIBNAME, "rep", moongate_string_rep);
     moongate_wrap_library_function(L, LUA_TABLIBNAME, "move", moongate_table_move);
+    // Scanning a string costs about an instruction per 16 bytes; shifting or visiting a table's
+    // elements about one per 4.
+    static const struct { const char *library; const char *name; lua_Integer per; } charged[] = {
+        { LUA_STRLIBNAME, "upper", 16 }, { LUA_STRLIBNAME, "lower", 16 }, { LUA_STRLIBNAME, "reverse", 16 },
+        { LUA_STRLIBNAME, "byte", 16 }, { LUA_STRLIBNAME, "find", 16 }, { LUA_STRLIBNAME, "match", 16 },
+        { LUA_STRLIBNAME, "gmatch", 16 }, { LUA_STRLIBNAME, "gsub", 16 }, { LUA_STRLIBNAME, "format", 16 },
+        { LUA_UTF8LIBNAME, "len", 16 }, { LUA_UTF8LIBNAME, "codepoint", 16 }, { LUA_UTF8LIBNAME, "offset", 16 },
+        { LUA_TABLIBNAME, "insert", 4 }, { LUA_TABLIBNAME, "remove", 4 }, { LUA_TABLIBNAME, "concat", 4 },
+        { LUA_TABLIBNAME, "unpack", 4 }, { LUA_TABLIBNAME, "sort", 4 },
+        { NULL, NULL, 0 },
+    };
+    for (int i = 0; charged[i].library != NULL; i++) {
+        lua_getglobal(L, charged[i].library);
+        lua_getfield(L, -1, charged[i].name);
+        lua_pushinteger(L, charged[i].per);
+        lua_pushcclosure(L, moongate_charged_by_length, 2);
+        lua_setfield(L, -2, charged[i].name);
+        lua_pop(L, 1);
+    }
     // Strings' shared metatable is the host's too (its prelude calls string methods): scripts
     // may not replace its __index.
     lua_pushliteral(L, "");

@@ -7,6 +7,8 @@ public final class LuaCoroutine {
     fileprivate let reference: Int32
     /// Instructions this callback has run so far, across its resumptions.
     fileprivate var spent: Int64 = 0
+    /// When the callback's time is up, however often it waits meanwhile (0: no limit).
+    fileprivate var deadline: Int64 = 0
     /// Results the callback's caller reads once it finishes.
     fileprivate var expectedResults: Int32 = 0
 
@@ -35,6 +37,7 @@ extension LuaState {
     public func start(arguments: Int32, results: Int32) throws(ScriptError) -> (LuaCoroutine, CoroutineOutcome) {
         let coroutine = self.withoutMemoryLimit { self.idleCoroutines.popLast() ?? self.makeCoroutine() }
         coroutine.spent = 0
+        coroutine.deadline = self.deadlineFromNow()
         coroutine.expectedResults = results
         _ = lua_checkstack(coroutine.thread, arguments + 1)
         lua_xmove(self.pointer, coroutine.thread, arguments + 1)
@@ -66,7 +69,7 @@ extension LuaState {
         var count: Int32 = 0
         var spent = coroutine.spent
         let status = moongate_resume(
-            self.pointer, coroutine.thread, arguments, &count, Int64(self.instructionBudget), &spent, self.timeLimitNanoseconds
+            self.pointer, coroutine.thread, arguments, &count, Int64(self.instructionBudget), &spent, coroutine.deadline
         )
         coroutine.spent = spent
         // The host takes only what it asked for (a script may return or yield any number of

@@ -80,8 +80,9 @@ public final class LuaState {
         return try body()
     }
 
-    var timeLimitNanoseconds: Int64 {
-        self.timeLimit > 0 ? Int64(min(self.timeLimit, 1e9) * 1e9) : 0
+    /// The deadline (CLOCK_MONOTONIC nanoseconds) of a call starting now under ``timeLimit``; 0: none.
+    func deadlineFromNow() -> Int64 {
+        self.timeLimit > 0 ? moongate_now_nanoseconds() + Int64(min(self.timeLimit, 1e9) * 1e9) : 0
     }
 
     /// Runs `body`, which pushes values (and returns how many), with the memory cap lifted, since
@@ -91,7 +92,10 @@ public final class LuaState {
     /// pile up past the cap this way.
     public func pushWithinCap(_ body: () -> Int32) -> Int32? {
         let base = self.top
+        let before = self.allocation.pointee.used
         let pushed = self.withoutMemoryLimit(body)
+        // Scalars (a seq, a row count) take no memory of their own: never refused.
+        guard self.allocation.pointee.used > before else { return pushed }
         guard self.memoryLimit > 0, self.allocation.pointee.limit > 0, self.allocation.pointee.used > self.memoryLimit else {
             return pushed
         }
@@ -134,7 +138,7 @@ public final class LuaState {
         let functionIndex = self.top - arguments
         moongate_pushcfunction(self.pointer, moongate_message_handler)
         moongate_insert(self.pointer, functionIndex)
-        moongate_set_budget(self.pointer, Int64(self.instructionBudget), self.timeLimitNanoseconds)
+        moongate_set_budget(self.pointer, Int64(self.instructionBudget), self.deadlineFromNow())
         let status = moongate_pcall(self.pointer, arguments, results, functionIndex)
         moongate_set_budget(self.pointer, 0, 0)
         if status == MOONGATE_LUA_OK {

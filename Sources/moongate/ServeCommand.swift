@@ -140,14 +140,9 @@ struct ServeCommand: AsyncParsableCommand {
         // it listens. Until HostService traps SIGHUP, one sent by a reader of the file is ignored
         // rather than fatal (the scripts being loaded then are the newest anyway).
         signal(SIGHUP, SIG_IGN)
-        if let pidFile = self.pidFile {
-            try HostService.writePID(to: pidFile)
-        }
-        defer {
-            if let pidFile = self.pidFile {
-                try? FileManager.default.removeItem(atPath: pidFile)
-            }
-        }
+        let pidFile = self.pidFile.map(PIDFile.init)
+        try pidFile?.write()
+        defer { pidFile?.remove() }
         FileDescriptorLimit.raiseToMaximum()
         var configuration = ServerConfiguration(
             host: self.host,
@@ -217,26 +212,5 @@ struct HostService: Service {
         }
         await self.server.shutdown()
         self.logger.info("stopped")
-    }
-
-    /// Written whole (a temporary file renamed over it), so a reader never sees half a number. A
-    /// file that cannot be written stops the host, as nginx does: whatever reads it would signal
-    /// the wrong process or none.
-    static func writePID(to path: String) throws {
-        let temporary = path + ".\(getpid()).tmp"
-        do {
-            try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: temporary))
-        } catch {
-            throw PIDFileError(description: "--pid-file \(path): cannot write it (\(error.localizedDescription))")
-        }
-        guard rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw PIDFileError(description: "--pid-file \(path): cannot write it (\(reason))")
-        }
-    }
-
-    struct PIDFileError: Error, CustomStringConvertible {
-        let description: String
     }
 }

@@ -129,6 +129,41 @@ extension ContainmentTests {
         XCTAssertLessThan(ContinuousClock.now - started, .seconds(20))
     }
 
+    func testLinearCFunctionsAreChargedByTheirInput() throws {
+        let lua = try LuaState(scriptName: "t.lua", instructionBudget: 10_000_000)
+        XCTAssertEqual(try lua.run("return ('abc'):upper() .. utf8.len('héllo') .. table.concat({1, 2}, ',')"), ["ABC51,2"])
+        let error = try XCTUnwrap(expectScriptError { () throws(ScriptError) in
+            try lua.run("""
+                local s = string.rep("x", 2^22)
+                for i = 1, 1000 do s:upper() end
+                """, results: 0)
+        })
+        XCTAssertEqual(error.kind, .budget)
+        XCTAssertEqual(error.line, 2)
+    }
+
+    func testTheTimeLimitHoldsAcrossWaits() throws {
+        let lua = try LuaState(scriptName: "co.lua", instructionBudget: Int32.max)
+        lua.timeLimit = 0.3
+        try self.pushFunction(lua, """
+            return function()
+              local started = os.clock()
+              while os.clock() - started < 0.2 do end
+              coroutine.yield('wait', 1)
+              started = os.clock()
+              while os.clock() - started < 0.2 do end
+              return "done"
+            end
+            """)
+        let (coroutine, outcome) = try lua.start(arguments: 0, results: 1)
+        XCTAssertEqual(outcome, .suspended(values: 2))
+        lua.pop(2)
+        // Each run alone fits the limit; the callback as a whole does not.
+        let error = try XCTUnwrap(expectScriptError { () throws(ScriptError) in _ = try lua.resume(coroutine, arguments: 0) })
+        XCTAssertEqual(error.kind, .budget)
+        XCTAssertEqual(error.message, "time limit (--lua-timeout) exceeded")
+    }
+
     func testValuesPushedPastTheCapAreRefused() throws {
         let lua = try LuaState(scriptName: "t.lua", memoryLimit: 4 << 20)
         try lua.run("held = {} for i = 1, 3 do held[i] = string.rep('x', 1000000) .. i end", results: 0)

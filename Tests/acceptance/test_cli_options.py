@@ -34,6 +34,23 @@ def test_the_pid_file_names_this_host_and_goes_when_it_stops(tmp_path):
     assert not pid_file.exists()
 
 
+def test_a_second_host_does_not_take_or_remove_a_running_hosts_pid_file(tmp_path):
+    (tmp_path / "echo.lua").write_text(ECHO)
+    pid_file = tmp_path / "moongate.pid"
+    host = MoongateProcess(tmp_path, "--pid-file", pid_file).start()
+    try:
+        second = subprocess.run(
+            [str(MOONGATE), "serve", str(tmp_path), "--port", "0", "--pid-file", str(pid_file)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert second.returncode == 1, second.stderr[-2000:]
+        assert f"process {host.pid}, named there, is running" in second.stderr, second.stderr[-2000:]
+        assert pid_file.read_text() == f"{host.pid}\n"
+    finally:
+        assert host.stop() == 0
+    assert not pid_file.exists()
+
+
 def test_a_pid_file_that_cannot_be_written_stops_the_host(tmp_path):
     (tmp_path / "echo.lua").write_text(ECHO)
     result = subprocess.run(

@@ -2,11 +2,14 @@ import Foundation
 
 /// Whether two texts hold the same JSON value, whatever the order of their objects' keys: a
 /// watcher's value encoded again in a new Lua state (after a reload) comes out in another key
-/// order, and is no change for its clients.
+/// order, and is no change for its clients. Texts of different lengths are taken as different
+/// without decoding (the host's encoder writes a value the same way but for key order).
 enum SameJSON {
     static func same(_ left: String, _ right: String?) -> Bool {
         guard let right else { return false }
         if left == right { return true }
+        // The same value encoded again differs only in key order, never in length.
+        guard left.utf8.count == right.utf8.count else { return false }
         let decoder = JSONDecoder()
         guard let a = try? decoder.decode(Value.self, from: Data(left.utf8)),
             let b = try? decoder.decode(Value.self, from: Data(right.utf8))

@@ -95,8 +95,11 @@ extension ScriptContext {
             if self.lastPollError.removeValue(forKey: index) != nil {
                 self.logger.info("watcher recovered", metadata: ["endpoint": "\(slot.pattern)"])
             }
-            guard let value, !SameJSON.same(value, slot.snapshot) else { return }
+            guard let value, value != slot.snapshot else { return }
+            let unchanged = SameJSON.same(value, slot.snapshot)
+            // Kept as this state encodes it, so the next poll's byte comparison matches again.
             slot.snapshot = value
+            guard !unchanged else { return }
             self.batch.appendBroadcast(.text(value), to: [(slot, nil)], histories: .record(self.services.sessions))
             leads?.bus.relay(path: slot.pattern.description, text: value, snapshot: true)
         }

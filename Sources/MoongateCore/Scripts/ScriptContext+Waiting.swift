@@ -170,8 +170,9 @@ extension ScriptContext {
             }
             return Int32(values.count)
         }) == nil {
-            // The I/O call fails as one that could not be made: nil and why.
-            values = [.nil, .text("the result would pass the script's memory cap (--lua-memory)")]
+            // The call was made (a request sent, a row written): only its result is not handed
+            // over. Said so, so that a script does not take it for a call to retry.
+            values = [.nil, .text("done, but its result would pass the script's memory cap (--lua-memory): not enough memory")]
             self.lua.withoutMemoryLimit {
                 for value in values {
                     self.lua.push(value)
