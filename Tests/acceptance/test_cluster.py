@@ -572,6 +572,8 @@ def test_a_silent_postgres_is_noticed_and_appends_fail_at_once(cluster, postgres
         status, _, body = a.post_events("silent", {"type": "step", "n": 2})
         assert status == 503 and "unreachable" in body["error"], body
         assert time.monotonic() - started < 1
+        # B notices on its own probe; thawing before it has would leave it nothing to reconnect from.
+        b.wait_for_log(lambda l: "lost PostgreSQL" in l, timeout=15, since=b_mark, what="B noticing the silence")
     finally:
         postgres.thaw()
     a.wait_for_log(lambda l: "reachable again" in l, timeout=30, since=mark, what="the reconnect")
