@@ -37,6 +37,9 @@ public struct InteractiveClient: Sendable {
         // Lines typed while no connection is up wait for the next one.
         let current = NIOLockedValueBox<(channel: (any Channel)?, waiting: [String])>((nil, []))
         let inputEnded = group.next().makePromise(of: Void.self)
+        // Set (under its lock) before the loop shuts down: stdin may end after that, and a promise
+        // completed on a loop that has shut down is an error NIO prints.
+        let stopping = NIOLockedValueBox(false)
         // One reader of stdin for the whole run; lines go to whichever connection is current.
         let input = Task {
             for await line in Self.standardInputLines() {
@@ -46,9 +49,15 @@ public struct InteractiveClient: Sendable {
                 }
                 try? await channel?.writeAndFlush(Self.frame(line))
             }
-            inputEnded.succeed()
+            stopping.withLockedValue { stopped in
+                if !stopped { inputEnded.succeed() }
+            }
         }
         defer { input.cancel() }
+        let shutDown = {
+            stopping.withLockedValue { $0 = true }
+            try? await group.shutdownGracefully()
+        }
         var attempt = 0
         while true {
             let target = state.resumeTarget(self.target, enabled: self.options.resume)
@@ -70,8 +79,9 @@ public struct InteractiveClient: Sendable {
                 let compressed = try await WebSocketDial.isCompressed(channel).get()
                 printer.note("connected to ws://\(target.host):\(target.port)\(target.uri)\(compressed ? " (permessage-deflate)" : "")")
             } catch {
-                printer.note("cannot connect: \(error)")
-                guard self.options.resume else { throw error }
+                // Said once: without --resume the command reports it as it exits.
+                guard self.options.resume else { throw ConnectFailure(description: Self.describe(error, target: target)) }
+                printer.note(Self.describe(error, target: target))
                 attempt += 1
                 try await Task.sleep(for: .milliseconds(min(5000, 200 * (1 << min(attempt, 5)))))
                 continue
@@ -85,18 +95,47 @@ public struct InteractiveClient: Sendable {
                 }
                 WebSocketDial.close(channel)
                 _ = try? await closed.futureResult.get()
-                try? await group.shutdownGracefully()
+                await shutDown()
                 return
             case .closed(let code):
                 current.withLockedValue { $0.channel = nil }
                 printer.note("closed: \(code.map(String.init) ?? "no close frame (1006)")")
                 guard self.options.resume else {
-                    try? await group.shutdownGracefully()
+                    // The socket's own closing still has work on the loop: let it finish first.
+                    try? await channel.closeFuture.get()
+                    await shutDown()
                     return
                 }
                 printer.note("reconnecting…")
             }
         }
+    }
+
+    /// A connection that failed, in one line: what the host said, or why nothing answered.
+    struct ConnectFailure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func describe(_ error: any Error, target: WebSocketTarget) -> String {
+        let place = "\(target.host):\(target.port)"
+        switch error {
+        case let refused as WebSocketClientError:
+            return "\(refused)"
+        case let failed as NIOConnectionError:
+            let reason = failed.connectionErrors.first.map { Self.reason($0.error) } ?? failed.dnsAAAAError.map(Self.reason) ?? "no address"
+            return "cannot connect to \(place): \(reason)"
+        case ChannelError.connectTimeout:
+            return "cannot connect to \(place): timed out"
+        default:
+            return "cannot connect to \(place): \(Self.reason(error))"
+        }
+    }
+
+    private static func reason(_ error: any Error) -> String {
+        if let io = error as? IOError {
+            return String(cString: strerror(io.errnoCode)).lowercased()
+        }
+        return "\(error)"
     }
 
     private static func frame(_ line: String) -> WebSocketFrame {

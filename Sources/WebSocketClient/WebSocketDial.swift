@@ -73,14 +73,18 @@ package enum WebSocketDial {
     }
 }
 
-/// Sends the upgrade request; reports an answer other than 101.
+/// Sends the upgrade request; reports an answer other than 101 with the host's explanation (the
+/// body, or its JSON `error` field).
 final class UpgradeRequest: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
     static let name = "moongate.upgrade-request"
+    /// Enough of a refusal's body for its explanation.
+    static let explanationLimit = 2048
 
     private let target: WebSocketTarget
     private let upgraded: EventLoopPromise<Void>
+    private var refusal: (status: HTTPResponseStatus, body: ByteBuffer)?
 
     init(target: WebSocketTarget, upgraded: EventLoopPromise<Void>) {
         self.target = target
@@ -102,14 +106,36 @@ final class UpgradeRequest: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let response) = self.unwrapInboundIn(data) {
-            self.upgraded.fail(WebSocketClientError.refused("HTTP \(response.status.code)"))
-            context.close(promise: nil)
+        switch self.unwrapInboundIn(data) {
+        case .head(let response):
+            self.refusal = (response.status, ByteBuffer())
+        case .body(var part):
+            if var refusal = self.refusal, refusal.body.readableBytes < Self.explanationLimit {
+                refusal.body.writeBuffer(&part)
+                self.refusal = refusal
+            }
+        case .end:
+            self.refuse(context: context)
         }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.refuse(context: context)
+        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         self.upgraded.fail(error)
+        context.close(promise: nil)
+    }
+
+    private func refuse(context: ChannelHandlerContext) {
+        guard let refusal = self.refusal else { return }
+        self.refusal = nil
+        let text = String(buffer: refusal.body).trimmingCharacters(in: .whitespacesAndNewlines)
+        let explanation = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["error"] as? String ?? text
+        let status = "HTTP \(refusal.status.code) \(refusal.status.reasonPhrase)"
+        self.upgraded.fail(WebSocketClientError.refused(explanation.isEmpty ? status : "\(status): \(explanation.prefix(300))"))
         context.close(promise: nil)
     }
 }

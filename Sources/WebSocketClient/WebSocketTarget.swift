@@ -39,7 +39,7 @@ public enum WebSocketClientError: Error, CustomStringConvertible {
         switch self {
         case .invalidURL(let url): return "not a ws:// URL: \(url)"
         case .notLoopback(let host): return "\(host) is not a loopback address: pass --allow-remote to load a remote server"
-        case .refused(let why): return "connection refused: \(why)"
+        case .refused(let why): return "the host refused the connection: \(why)"
         }
     }
 }

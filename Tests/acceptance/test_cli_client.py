@@ -102,3 +102,35 @@ def test_compression_is_offered_agreed_and_inflated(tmp_path):
         assert code == 0 and "permessage-deflate" not in errors, errors
     finally:
         assert host.stop() == 0
+
+
+REFUSING = r"""
+endpoint { path = "/bye", on = { bye = function(conn) conn:close(1000, "bye") return false end } }
+endpoint { path = "/members", authorize = function(req) return false, 403, "members only: send a token" end }
+"""
+
+
+def test_each_ending_is_one_clear_line(tmp_path):
+    (tmp_path / "r.lua").write_text(REFUSING)
+    host = Host(tmp_path).start()
+    try:
+        # The host closes: the close is reported, and nothing of NIO's follows it.
+        client = ClientProcess("--json", host.url("/bye"))
+        client.send({"type": "bye"})
+        code, errors = client.process.wait(timeout=15), client.process.stderr.read()
+        assert code == 0, errors
+        assert "closed: 1000" in errors and "ERROR" not in errors and "EventLoop" not in errors, errors
+        # A refusal says so once, with the host's explanation.
+        refused = subprocess.run([str(MOONGATE), "client", host.url("/members")], stdin=subprocess.DEVNULL,
+                                 capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 1
+        lines = [line for line in refused.stderr.splitlines() if line.strip()]
+        assert lines == ["Error: the host refused the connection: HTTP 403 Forbidden: members only: send a token"], lines
+        port = host.port
+    finally:
+        host.stop()
+    # Nothing listening: the reason, not NIO's error types.
+    gone = subprocess.run([str(MOONGATE), "client", f"ws://127.0.0.1:{port}/bye"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+    assert gone.returncode == 1
+    assert gone.stderr.strip() == f"Error: cannot connect to 127.0.0.1:{port}: connection refused", gone.stderr
