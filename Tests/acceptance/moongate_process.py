@@ -116,6 +116,17 @@ class MoongateProcess:
     def open_fds(self):
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def terminate(self, timeout=10.0):
+        """Teardown once a test has judged the host: SIGTERM, and a kill if it is wedged."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
     def stop(self, timeout=15.0):
         """SIGTERM, then the exit code (killing the process if it ignores the signal)."""
         if self.process.poll() is None:

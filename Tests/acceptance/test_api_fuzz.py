@@ -24,8 +24,6 @@ FUZZ_EXAMPLES the number of examples)
 import collections
 import json
 import os
-import signal
-import subprocess
 import time
 
 import pytest
@@ -404,7 +402,7 @@ class FuzzHost:
 
     def closed_by_client(self, closed):
         """True if our client closed the connection because of what it received (not the host)."""
-        sent, received = closed.sent, closed.rcvd
+        sent = closed.sent
         return sent is not None and sent.code in (1002, 1007, 1009) and not closed.rcvd_then_sent
 
     def request(self, message, what):
@@ -506,13 +504,7 @@ def fuzz(tmp_path_factory):
                 state.ws.close()
             except Exception:
                 pass
-        if host.process is not None and host.alive():
-            host.process.send_signal(signal.SIGTERM)
-            try:
-                host.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                host.process.kill()
-                host.process.wait()
+        host.terminate()
 
 
 def H(name):

@@ -104,15 +104,7 @@ class Host(MoongateProcess):
 
 
 def shut(host):
-    """Teardown: SIGTERM, and a kill if the host is wedged (the test itself has already judged it)."""
-    if host.process is None or host.process.poll() is not None:
-        return
-    host.process.send_signal(signal.SIGTERM)
-    try:
-        host.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        host.process.kill()
-        host.process.wait()
+    host.terminate()
 
 
 @pytest.fixture
