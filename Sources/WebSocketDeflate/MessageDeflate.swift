@@ -16,7 +16,8 @@ package enum MessageDeflate {
     /// The compressed payload of a message (the trailing `00 00 ff ff` removed), or nil if zlib
     /// could not compress it (then it goes uncompressed).
     package static func compress(_ payload: ByteBuffer, windowBits: Int) -> ByteBuffer? {
-        guard let compressor = self.streams.compressor(windowBits: windowBits) else { return nil }
+        let level = payload.readableBytes >= Self.fastestFrom ? 1 : 6
+        guard let compressor = self.streams.compressor(windowBits: windowBits, level: level) else { return nil }
         defer { try? compressor.reset() }
         var input = payload
         guard var output = try? input.compressStream(with: compressor, flush: .sync), output.readableBytes >= 4 else {
@@ -25,6 +26,11 @@ package enum MessageDeflate {
         output.moveWriterIndex(to: output.writerIndex - 4)
         return output
     }
+
+    /// Messages this large are compressed at zlib's fastest level: at level 6 a 128 KiB echo spent
+    /// 94% of the host's time in zlib (Autobahn's 12.x.15 cases, profiled), and one such message
+    /// holds its I/O loop for milliseconds. Smaller ones, most of what a host sends, keep level 6.
+    package static let fastestFrom = 64 << 10
 
     /// The most a message of `limit` bytes can take compressed: DEFLATE's stored blocks add five
     /// bytes per 64 KiB, and a little framing.
@@ -67,18 +73,19 @@ package enum MessageDeflate {
     /// One thread's zlib streams: a compressor per window size asked for, one decompressor.
     /// Only ever used by the thread that made it (`ThreadSpecificVariable`), hence unchecked.
     private final class Streams: @unchecked Sendable {
-        private var compressors: [Int: ZlibCompressor] = [:]
+        private var compressors: [Int: ZlibCompressor] = [:]  // by windowBits * 10 + level
         private var inflater: ZlibDecompressor?
 
         /// nil only if zlib cannot allocate its state.
-        func compressor(windowBits: Int) -> ZlibCompressor? {
-            if let existing = self.compressors[windowBits] {
+        func compressor(windowBits: Int, level: Int) -> ZlibCompressor? {
+            let key = windowBits * 10 + level
+            if let existing = self.compressors[key] {
                 return existing
             }
             // Level 6, zlib's default: most of level 9's ratio on JSON at a fraction of its time.
-            let configuration = ZlibConfiguration(windowSize: Int32(windowBits), compressionLevel: 6, memoryLevel: 8)
+            let configuration = ZlibConfiguration(windowSize: Int32(windowBits), compressionLevel: Int32(level), memoryLevel: 8)
             let created = try? ZlibCompressor(algorithm: .deflate, configuration: configuration)
-            self.compressors[windowBits] = created
+            self.compressors[key] = created
             return created
         }
 

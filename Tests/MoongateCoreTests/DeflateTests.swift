@@ -47,7 +47,8 @@ final class DeflateTests: XCTestCase {
         XCTAssertEqual(try MessageDeflate.inflate(narrow, limit: 1 << 20), message)
 
         let bomb = try XCTUnwrap(MessageDeflate.compress(ByteBuffer(repeating: 0, count: 10 << 20), windowBits: 15))
-        XCTAssertLessThan(bomb.readableBytes, 20_000)
+        // Compressed at the fastest level (large messages are): still over 200 to 1.
+        XCTAssertLessThan(bomb.readableBytes, 50_000)
         XCTAssertThrowsError(try MessageDeflate.inflate(bomb, limit: 1 << 20)) { error in
             XCTAssertEqual(error as? MessageDeflate.InflateFailure, .tooLarge)
         }

@@ -214,7 +214,10 @@ end
 
 local function error_reply(text) return encode_json({ type = "error", error = text }) end
 
-local function reply_of(result)
+-- `received`: the client's own text, which the host has already checked for UTF-8 (an echo's
+-- reply is that very string, and need not be checked again).
+local function reply_of(result, received)
+  if result == received and received ~= nil then return result end
   local kind = type(result)
   if kind == "table" or kind == "string" then return encode(result, "the reply", 2) end
   return nil
@@ -258,11 +261,11 @@ function dispatch.text(index, id, text, raw_id)
   current = index
   local def = endpoints[index].def
   if def.on == nil and def.on_text ~= nil then
-    return reply_of(def.on_text(conn_of(id), text))
+    return reply_of(def.on_text(conn_of(id), text), text)
   end
   local ok, message = pcall(decode_json, text)
   if not ok or type(message) ~= "table" or text:match("^%s*%[") then
-    if def.on_text then return reply_of(def.on_text(conn_of(id), text)) end
+    if def.on_text then return reply_of(def.on_text(conn_of(id), text), text) end
     if not ok then return error_reply("invalid JSON: " .. tostring(message)) end
     return error_reply("expected a JSON object with a \"type\" field")
   end
