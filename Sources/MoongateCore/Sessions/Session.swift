@@ -381,12 +381,11 @@ final class Session: Sendable {
 
     /// Bytes `evict` would free if an event of `size` bytes were added now.
     private func bytesEvicted(byAdding size: Int, to state: State, now: NIODeadline) -> Int {
-        let maxAge = TimeAmount.interval(self.settings.maxAge)
         var count = state.events.count + 1
         var bytes = state.bytes + size
         var freed = 0
         for event in state.events {
-            guard count > self.settings.history || bytes > self.settings.maxBytes || now - event.time > maxAge else { break }
+            guard self.mustEvict(oldest: event, count: count, bytes: bytes, now: now) else { break }
             count -= 1
             bytes -= event.text.readableBytes
             freed += event.text.readableBytes
@@ -394,12 +393,15 @@ final class Session: Sendable {
         return freed
     }
 
+    /// Whether `oldest` goes while the session holds `count` events of `bytes` in all: the one
+    /// rule of its history, max_bytes and max_age, for `evict` and for what an append would free.
+    private func mustEvict(oldest: SessionEvent, count: Int, bytes: Int, now: NIODeadline) -> Bool {
+        count > self.settings.history || bytes > self.settings.maxBytes || now - oldest.time > TimeAmount.interval(self.settings.maxAge)
+    }
+
     private func evict(_ state: inout State, now: NIODeadline) {
-        let maxAge = TimeAmount.interval(self.settings.maxAge)
         var evictedThrough: UInt64?
-        while let first = state.events.first,
-            state.events.count > self.settings.history || state.bytes > self.settings.maxBytes || now - first.time > maxAge
-        {
+        while let first = state.events.first, self.mustEvict(oldest: first, count: state.events.count, bytes: state.bytes, now: now) {
             state.bytes -= first.text.readableBytes
             evictedThrough = state.events.removeFirst().seq
             state.compressed[first.seq] = nil
